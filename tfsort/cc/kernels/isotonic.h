@@ -1,0 +1,200 @@
+// Pool-adjacent-violators (PAV) isotonic regression and the fused soft sort / soft rank
+// row kernels built on it. Pure algorithm: no TensorFlow types, compiles under g++ and nvcc.
+//
+// Problem (decreasing constraints v_0 >= v_1 >= ... >= v_{n-1}):
+//   L2: argmin_v 1/2 ||v - y||^2
+//   KL: argmin_v sum_i exp(y_i - v_i) + sum_i exp(w_i) v_i
+// PAV keeps a stack of blocks with sufficient statistics and merges the newest block into
+// its predecessor while the predecessor's value is not larger (ties pool). Each merge
+// removes a block, so one left-to-right pass is O(n). Block values:
+//   L2: mean(y_B)                      (running sum in Acc, count as an integer)
+//   KL: LSE(y_B) - LSE(w_B)            (two running log-sum-exps, merged stably)
+//
+// Jacobians are block diagonal: L2 blocks are 1/|B| everywhere; KL dv/dy rows are
+// softmax(y_B) and dv/dw rows are -softmax(w_B). The soft sort / soft rank of
+// Blondel et al., "Fast Differentiable Sorting and Ranking" (ICML 2020), are projections
+// onto the permutahedron that reduce to one PAV pass on the sorted row; see
+// ../../../README.md ("The math") for the exact formulas used below.
+//
+// Every function works on one row, with caller-provided scratch, so the CPU kernel shards
+// rows across threads and a GPU kernel can run one row per thread.
+
+#ifndef TFSORT_CC_KERNELS_ISOTONIC_H_
+#define TFSORT_CC_KERNELS_ISOTONIC_H_
+
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define TFSORT_HD __host__ __device__
+#else
+#define TFSORT_HD
+#endif
+
+namespace tfsort {
+namespace isotonic {
+
+// log(exp(a) + exp(b)) without overflow.
+template <typename Acc>
+TFSORT_HD inline Acc LogAddExp(Acc a, Acc b) {
+  const Acc hi = a > b ? a : b;
+  const Acc lo = a > b ? b : a;
+  return hi + std::log1p(std::exp(lo - hi));
+}
+
+// Scratch for one row of length n: three arrays of n elements.
+template <typename Acc>
+struct PavScratch {
+  Acc* a;      // L2: block sums.   KL: block LSE(y).
+  Acc* b;      // L2: block values. KL: block LSE(w).
+  int32_t* c;  // L2: block counts. KL: unused.
+  int32_t* start;  // first position of each block
+};
+
+// Writes the solution of the decreasing L2 problem into sol[0..n) and a block id per
+// position into seg (0, 1, ... from left to right). Returns the number of blocks.
+template <typename Acc>
+TFSORT_HD int PavL2(const Acc* y, int n, Acc* sol, int32_t* seg, PavScratch<Acc> s) {
+  Acc* sum = s.a;
+  Acc* val = s.b;
+  int32_t* cnt = s.c;
+  int top = -1;
+  for (int i = 0; i < n; ++i) {
+    ++top;
+    sum[top] = y[i];
+    val[top] = y[i];
+    cnt[top] = 1;
+    s.start[top] = i;
+    while (top > 0 && val[top] >= val[top - 1]) {
+      sum[top - 1] += sum[top];
+      cnt[top - 1] += cnt[top];
+      val[top - 1] = sum[top - 1] / static_cast<Acc>(cnt[top - 1]);
+      --top;
+    }
+  }
+  const int blocks = top + 1;
+  for (int k = 0; k < blocks; ++k) {
+    const int end = k + 1 < blocks ? s.start[k + 1] : n;
+    for (int i = s.start[k]; i < end; ++i) {
+      sol[i] = val[k];
+      seg[i] = k;
+    }
+  }
+  return blocks;
+}
+
+// Decreasing KL problem; same outputs as PavL2.
+template <typename Acc>
+TFSORT_HD int PavKL(const Acc* y, const Acc* w, int n, Acc* sol, int32_t* seg,
+                    PavScratch<Acc> s) {
+  Acc* ly = s.a;
+  Acc* lw = s.b;
+  int top = -1;
+  for (int i = 0; i < n; ++i) {
+    ++top;
+    ly[top] = y[i];
+    lw[top] = w[i];
+    s.start[top] = i;
+    while (top > 0 && ly[top] - lw[top] >= ly[top - 1] - lw[top - 1]) {
+      ly[top - 1] = LogAddExp(ly[top - 1], ly[top]);
+      lw[top - 1] = LogAddExp(lw[top - 1], lw[top]);
+      --top;
+    }
+  }
+  const int blocks = top + 1;
+  for (int k = 0; k < blocks; ++k) {
+    const int end = k + 1 < blocks ? s.start[k + 1] : n;
+    const Acc v = ly[k] - lw[k];
+    for (int i = s.start[k]; i < end; ++i) {
+      sol[i] = v;
+      seg[i] = k;
+    }
+  }
+  return blocks;
+}
+
+// Blocks are maximal runs of equal segment ids. Walking runs (instead of indexing by the
+// id) keeps the backward pass memory-safe whatever ids a caller passes in.
+TFSORT_HD inline int RunEnd(const int32_t* seg, int begin, int n) {
+  int end = begin + 1;
+  while (end < n && seg[end] == seg[begin]) ++end;
+  return end;
+}
+
+// g <- B g: every entry replaced by the mean of its block (the L2 VJP, self-adjoint).
+template <typename Acc>
+TFSORT_HD void BlockMean(const int32_t* seg, int n, Acc* g) {
+  for (int b = 0; b < n;) {
+    const int e = RunEnd(seg, b, n);
+    Acc sum = 0;
+    for (int i = b; i < e; ++i) sum += g[i];
+    const Acc mean = sum / static_cast<Acc>(e - b);
+    for (int i = b; i < e; ++i) g[i] = mean;
+    b = e;
+  }
+}
+
+// Softmax of x over [b, e) into p.
+template <typename Acc>
+TFSORT_HD void BlockSoftmax(const Acc* x, int b, int e, Acc* p) {
+  Acc m = x[b];
+  for (int i = b + 1; i < e; ++i) m = x[i] > m ? x[i] : m;
+  Acc z = 0;
+  for (int i = b; i < e; ++i) {
+    p[i] = std::exp(x[i] - m);
+    z += p[i];
+  }
+  for (int i = b; i < e; ++i) p[i] /= z;
+}
+
+// out_i = softmax(x_B)_i * sum_{j in B} g_j  (the KL VJP, K^T g). out may alias g.
+template <typename Acc>
+TFSORT_HD void BlockSoftmaxSpread(const int32_t* seg, int n, const Acc* x, const Acc* g,
+                                  Acc* out) {
+  for (int b = 0; b < n;) {
+    const int e = RunEnd(seg, b, n);
+    Acc sum = 0;
+    for (int i = b; i < e; ++i) sum += g[i];
+    BlockSoftmax(x, b, e, out);
+    for (int i = b; i < e; ++i) out[i] *= sum;
+    b = e;
+  }
+}
+
+// out_i = sum_{j in B} softmax(x_B)_j g_j for i in B  (the adjoint K h). out may alias g.
+template <typename Acc>
+TFSORT_HD void BlockSoftmaxGather(const int32_t* seg, int n, const Acc* x, const Acc* g,
+                                  Acc* out, Acc* p) {
+  for (int b = 0; b < n;) {
+    const int e = RunEnd(seg, b, n);
+    BlockSoftmax(x, b, e, p);
+    Acc dot = 0;
+    for (int i = b; i < e; ++i) dot += p[i] * g[i];
+    for (int i = b; i < e; ++i) out[i] = dot;
+    b = e;
+  }
+}
+
+// KL soft-rank VJP in sorted order. With p = softmax(s_B) and W_B = sum_{i in B} (n - i)
+// (the pooled weights rho), r_i = W_B p_i inside a block, so
+//   dr/ds = W_B (diag(p) - p p^T),
+// which is symmetric: the same routine is its own adjoint. u is overwritten.
+template <typename Acc>
+TFSORT_HD void KLRankVjp(const int32_t* seg, int n, const Acc* s, Acc* u, Acc* p) {
+  for (int b = 0; b < n;) {
+    const int e = RunEnd(seg, b, n);
+    BlockSoftmax(s, b, e, p);
+    Acc w = 0, mean = 0;
+    for (int i = b; i < e; ++i) {
+      w += static_cast<Acc>(n - i);
+      mean += p[i] * u[i];
+    }
+    for (int i = b; i < e; ++i) u[i] = w * p[i] * (u[i] - mean);
+    b = e;
+  }
+}
+
+}  // namespace isotonic
+}  // namespace tfsort
+
+#endif  // TFSORT_CC_KERNELS_ISOTONIC_H_

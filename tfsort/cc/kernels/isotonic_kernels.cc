@@ -1,0 +1,545 @@
+// CPU kernels for the isotonic-regression family (see ../ops/isotonic_ops.cc).
+// Each kernel validates, allocates, views data as [rows, n] and shards rows across TF's CPU
+// worker threads; the per-row math lives in isotonic.h and sort_util.h.
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/lib/core/threadpool.h"
+#include "tfsort/cc/kernels/isotonic.h"
+#include "tfsort/cc/kernels/sort_util.h"
+
+namespace tfsort {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::errors::InvalidArgument;
+
+namespace {
+
+// Accumulation type: float for half/bfloat16, double otherwise (exact counts are int32).
+template <typename T>
+struct Acc {
+  using type = double;
+};
+template <>
+struct Acc<Eigen::half> {
+  using type = float;
+};
+template <>
+struct Acc<Eigen::bfloat16> {
+  using type = float;
+};
+
+// Sort-key type: float keys (radix sortable) for everything but double.
+template <typename T>
+struct SortKey {
+  using type = float;
+};
+template <>
+struct SortKey<double> {
+  using type = double;
+};
+
+template <typename T, typename A>
+inline T FromAcc(A v) {
+  return static_cast<T>(static_cast<typename Acc<T>::type>(v));
+}
+
+template <typename T>
+inline bool RowFinite(const T* x, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(static_cast<float>(x[i]))) return false;
+  }
+  return true;
+}
+template <>
+inline bool RowFinite<double>(const double* x, int n) {
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
+// Validated [rows, n] view of a rank >= 1 tensor.
+struct RowShape {
+  int64_t rows = 0;
+  int n = 0;
+};
+
+::tensorflow::Status GetRowShape(const Tensor& t, const char* name, RowShape* out) {
+  if (t.dims() < 1) {
+    return InvalidArgument(name, " must have rank >= 1, got shape ", t.shape().DebugString());
+  }
+  const int64_t n = t.dim_size(t.dims() - 1);
+  if (n > std::numeric_limits<int32_t>::max() - 1) {
+    return InvalidArgument(name, ": the sorted axis has ", n,
+                           " elements; at most 2^31 - 2 are supported");
+  }
+  out->n = static_cast<int>(n);
+  out->rows = n == 0 ? 0 : t.NumElements() / n;
+  return ::tensorflow::Status();
+}
+
+::tensorflow::Status CheckSameShape(const Tensor& a, const char* a_name, const Tensor& b,
+                                    const char* b_name) {
+  if (a.shape() != b.shape()) {
+    return InvalidArgument(b_name, " must have the shape of ", a_name, " ",
+                           a.shape().DebugString(), ", got ", b.shape().DebugString());
+  }
+  return ::tensorflow::Status();
+}
+
+// Runs fn(begin, end) over rows on TF's CPU worker pool. cost_per_row is in cycles.
+template <typename Fn>
+void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
+}
+
+inline int64_t SortCost(int n) {
+  int lg = 1;
+  while ((1 << lg) < n && lg < 31) ++lg;
+  return static_cast<int64_t>(n) * (n >= sort_util::kRadixMin ? 40 : 8 * lg) + 100;
+}
+
+// Per-shard scratch, allocated once per shard and reused for every row in it.
+template <typename A>
+struct RowBuffers {
+  explicit RowBuffers(int n)
+      : y(n), w(n), sol(n), pa(n), pb(n), pc(n), start(n), seg(n) {}
+  std::vector<A> y, w, sol, pa, pb;
+  std::vector<int32_t> pc, start, seg;
+  sort_util::ArgsortScratch sort;
+  isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
+};
+
+// Records a failed status on the kernel under construction; returns whether s is ok.
+bool Ok(OpKernelConstruction* ctx, const ::tensorflow::Status& s) {
+  if (!s.ok()) ctx->CtxFailure(s);
+  return s.ok();
+}
+
+bool ParseRegularization(OpKernelConstruction* ctx, bool* kl) {
+  std::string reg;
+  if (!Ok(ctx, ctx->GetAttr("regularization", &reg))) return false;
+  if (reg != "l2" && reg != "kl") {
+    ctx->CtxFailure(InvalidArgument("regularization must be 'l2' or 'kl', got '", reg, "'"));
+    return false;
+  }
+  *kl = reg == "kl";
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// IsotonicL2 / IsotonicKL
+
+template <typename T, bool kKL>
+class IsotonicOp : public OpKernel {
+ public:
+  explicit IsotonicOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("increasing", &increasing_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename Acc<T>::type;
+    const Tensor& y_t = ctx->input(0);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(y_t, "y", &rs));
+    const Tensor* w_t = nullptr;
+    if (kKL) {
+      w_t = &ctx->input(1);
+      OP_REQUIRES_OK(ctx, CheckSameShape(y_t, "y", *w_t, "w"));
+    }
+    Tensor* sol_t = nullptr;
+    Tensor* seg_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y_t.shape(), &sol_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y_t.shape(), &seg_t));
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const T* y = y_t.flat<T>().data();
+    const T* w = kKL ? w_t->flat<T>().data() : nullptr;
+    T* sol = sol_t->flat<T>().data();
+    int32_t* seg = seg_t->flat<int32_t>().data();
+    const bool inc = increasing_;
+    ForRows(ctx, rs.rows, 30 * static_cast<int64_t>(n) + 100, [&](int64_t begin, int64_t end) {
+      RowBuffers<A> buf(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* yr = y + r * n;
+        const T* wr = kKL ? w + r * n : nullptr;
+        T* out = sol + r * n;
+        int32_t* sr = seg + r * n;
+        if (!RowFinite(yr, n) || (kKL && !RowFinite(wr, n))) {
+          for (int i = 0; i < n; ++i) {
+            out[i] = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
+            sr[i] = -1;
+          }
+          continue;
+        }
+        // Increasing constraints = decreasing constraints on the reversed row.
+        for (int i = 0; i < n; ++i) {
+          const int j = inc ? n - 1 - i : i;
+          buf.y[i] = static_cast<A>(yr[j]);
+          if (kKL) buf.w[i] = static_cast<A>(wr[j]);
+        }
+        int blocks;
+        if (kKL) {
+          blocks = isotonic::PavKL<A>(buf.y.data(), buf.w.data(), n, buf.sol.data(),
+                                      buf.seg.data(), buf.pav());
+        } else {
+          blocks = isotonic::PavL2<A>(buf.y.data(), n, buf.sol.data(), buf.seg.data(),
+                                      buf.pav());
+        }
+        for (int i = 0; i < n; ++i) {
+          const int j = inc ? n - 1 - i : i;
+          out[j] = FromAcc<T>(buf.sol[i]);
+          sr[j] = inc ? blocks - 1 - buf.seg[i] : buf.seg[i];
+        }
+      }
+    });
+  }
+
+ private:
+  bool increasing_ = false;
+};
+
+// IsotonicL2Grad: block means of grad.
+template <typename T>
+class IsotonicL2GradOp : public OpKernel {
+ public:
+  explicit IsotonicL2GradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename Acc<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& seg_t = ctx->input(1);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const T* g = g_t.flat<T>().data();
+    const int32_t* seg = seg_t.flat<int32_t>().data();
+    T* out = out_t->flat<T>().data();
+    ForRows(ctx, rs.rows, 6 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const int32_t* sr = seg + r * n;
+        T* o = out + r * n;
+        if (sr[0] < 0) {
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
+          continue;
+        }
+        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[r * n + i]);
+        isotonic::BlockMean(sr, n, buf.data());
+        for (int i = 0; i < n; ++i) o[i] = FromAcc<T>(buf[i]);
+      }
+    });
+  }
+};
+
+// IsotonicKLGrad: softmax-weighted spread (or, with adjoint, gather) per block.
+template <typename T>
+class IsotonicKLGradOp : public OpKernel {
+ public:
+  explicit IsotonicKLGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename Acc<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& y_t = ctx->input(1);
+    const Tensor& w_t = ctx->input(2);
+    const Tensor& seg_t = ctx->input(3);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", y_t, "y"));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", w_t, "w"));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
+    Tensor* gy_t = nullptr;
+    Tensor* gw_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &gy_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, g_t.shape(), &gw_t));
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const bool adjoint = adjoint_;
+    const T* g = g_t.flat<T>().data();
+    const T* y = y_t.flat<T>().data();
+    const T* w = w_t.flat<T>().data();
+    const int32_t* seg = seg_t.flat<int32_t>().data();
+    T* gy = gy_t->flat<T>().data();
+    T* gw = gw_t->flat<T>().data();
+    ForRows(ctx, rs.rows, 40 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> gb(n), xb(n), ob(n), pb(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t o = r * n;
+        const int32_t* sr = seg + o;
+        if (sr[0] < 0) {
+          for (int i = 0; i < n; ++i) gy[o + i] = gw[o + i] = static_cast<T>(NAN);
+          continue;
+        }
+        for (int i = 0; i < n; ++i) gb[i] = static_cast<A>(g[o + i]);
+        for (int pass = 0; pass < 2; ++pass) {
+          const T* x = pass == 0 ? y : w;
+          T* dst = pass == 0 ? gy : gw;
+          for (int i = 0; i < n; ++i) xb[i] = static_cast<A>(x[o + i]);
+          if (adjoint) {
+            isotonic::BlockSoftmaxGather(sr, n, xb.data(), gb.data(), ob.data(), pb.data());
+          } else {
+            isotonic::BlockSoftmaxSpread(sr, n, xb.data(), gb.data(), ob.data());
+          }
+          const A sign = pass == 0 ? A(1) : A(-1);
+          for (int i = 0; i < n; ++i) dst[o + i] = FromAcc<T>(sign * ob[i]);
+        }
+      }
+    });
+  }
+
+ private:
+  bool adjoint_ = false;
+};
+
+// ---------------------------------------------------------------------------------------
+// Fused SoftRank / SoftSort.
+
+struct SoftAttrs {
+  bool kl = false;
+  bool descending = false;
+  float strength = 1.0f;
+};
+
+bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
+  if (!ParseRegularization(ctx, &a->kl)) return false;
+  if (!Ok(ctx, ctx->GetAttr("descending", &a->descending))) return false;
+  if (!Ok(ctx, ctx->GetAttr("regularization_strength", &a->strength))) return false;
+  if (!(a->strength > 0.0f) || !std::isfinite(a->strength)) {
+    ctx->CtxFailure(InvalidArgument(
+        "regularization_strength must be positive and finite, got ", a->strength));
+    return false;
+  }
+  return true;
+}
+
+template <typename T, bool kRank>
+class SoftSortRankOp : public OpKernel {
+ public:
+  explicit SoftSortRankOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadSoftAttrs(ctx, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename Acc<T>::type;
+    using K = typename SortKey<T>::type;
+    const Tensor& x_t = ctx->input(0);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
+    Tensor* out_t = nullptr;
+    Tensor* perm_t = nullptr;
+    Tensor* seg_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &perm_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, x_t.shape(), &seg_t));
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const T* x = x_t.flat<T>().data();
+    T* out = out_t->flat<T>().data();
+    int32_t* perm = perm_t->flat<int32_t>().data();
+    int32_t* seg = seg_t->flat<int32_t>().data();
+    const SoftAttrs at = attrs_;
+    const A inv_eps = A(1) / static_cast<A>(at.strength);
+    // rank: z = sign * x / eps sorted descending, sign = +1 for ascending ranks.
+    // sort: s = sign * x sorted descending, sign = -1 for an ascending sort.
+    const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
+    ForRows(ctx, rs.rows, SortCost(n) + 30 * n, [&](int64_t begin, int64_t end) {
+      RowBuffers<A> buf(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = x + r * n;
+        T* o = out + r * n;
+        int32_t* pr = perm + r * n;
+        int32_t* sr = seg + r * n;
+        if (!RowFinite(xr, n)) {
+          for (int i = 0; i < n; ++i) {
+            o[i] = static_cast<T>(NAN);
+            pr[i] = i;
+            sr[i] = -1;
+          }
+          continue;
+        }
+        sort_util::ArgsortDescending<K>([xr](int i) { return xr[i]; }, n, sign, pr,
+                                        &buf.sort);
+        A* s = buf.w.data();
+        A* y = buf.y.data();
+        A* v = buf.sol.data();
+        if (kRank) {
+          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]) * inv_eps;
+          if (at.kl) {
+            // r = exp(s - v), v = isotonic_kl(s, log rho).
+            for (int i = 0; i < n; ++i) y[i] = std::log(static_cast<A>(n - i));
+            isotonic::PavKL<A>(s, y, n, v, sr, buf.pav());
+            for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(std::exp(s[i] - v[i]));
+          } else {
+            // r = s - v, v = isotonic_l2(s - rho).
+            for (int i = 0; i < n; ++i) y[i] = s[i] - static_cast<A>(n - i);
+            isotonic::PavL2<A>(y, n, v, sr, buf.pav());
+            for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(s[i] - v[i]);
+          }
+        } else {
+          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]);
+          // y = rho / eps.
+          for (int i = 0; i < n; ++i) y[i] = static_cast<A>(n - i) * inv_eps;
+          if (at.kl) {
+            isotonic::PavKL<A>(y, s, n, v, sr, buf.pav());
+          } else {
+            // PavL2 reads all of its input before writing the solution: in place is fine.
+            for (int i = 0; i < n; ++i) v[i] = y[i] - s[i];
+            isotonic::PavL2<A>(v, n, v, sr, buf.pav());
+          }
+          // Written as a difference (not sign * (y - v)) so that exact zeros are +0.
+          for (int i = 0; i < n; ++i) o[i] = FromAcc<T>(sign > 0 ? y[i] - v[i] : v[i] - y[i]);
+        }
+      }
+    });
+  }
+
+ private:
+  SoftAttrs attrs_;
+};
+
+template <typename T, bool kRank>
+class SoftSortRankGradOp : public OpKernel {
+ public:
+  explicit SoftSortRankGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    if (!ReadSoftAttrs(ctx, &attrs_)) return;
+    if (!kRank) OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename Acc<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& x_t = ctx->input(1);
+    const Tensor& perm_t = ctx->input(2);
+    const Tensor& seg_t = ctx->input(3);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", perm_t, "permutation"));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const T* g = g_t.flat<T>().data();
+    const T* x = x_t.flat<T>().data();
+    const int32_t* perm = perm_t.flat<int32_t>().data();
+    const int32_t* seg = seg_t.flat<int32_t>().data();
+    T* out = out_t->flat<T>().data();
+    const SoftAttrs at = attrs_;
+    const bool adjoint = adjoint_;
+    const A inv_eps = A(1) / static_cast<A>(at.strength);
+    const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
+    std::atomic<bool> bad_perm{false};
+    ForRows(ctx, rs.rows, 30 * static_cast<int64_t>(n) + 100, [&](int64_t begin, int64_t end) {
+      std::vector<A> u(n), s(n), p(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t off = r * n;
+        const int32_t* pr = perm + off;
+        const int32_t* sr = seg + off;
+        const T* gr = g + off;
+        T* o = out + off;
+        bool ok = sr[0] >= 0;
+        for (int i = 0; i < n && ok; ++i) ok = pr[i] >= 0 && pr[i] < n;
+        if (!ok) {
+          if (sr[0] >= 0) bad_perm = true;
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
+          continue;
+        }
+        if (kRank) {
+          // u = P g (sorted order); result = sign/eps * P^T M u.
+          for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[pr[i]]);
+          if (at.kl) {
+            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]) * inv_eps;
+            isotonic::KLRankVjp(sr, n, s.data(), u.data(), p.data());
+          } else {
+            for (int i = 0; i < n; ++i) p[i] = u[i];
+            isotonic::BlockMean(sr, n, p.data());
+            for (int i = 0; i < n; ++i) u[i] -= p[i];
+          }
+          for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(sign * inv_eps * u[i]);
+        } else if (!adjoint) {
+          // grad in sorted order -> gradient w.r.t. values.
+          for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[i]);
+          if (at.kl) {
+            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]);
+            isotonic::BlockSoftmaxSpread(sr, n, s.data(), u.data(), u.data());
+          } else {
+            isotonic::BlockMean(sr, n, u.data());
+          }
+          for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(u[i]);
+        } else {
+          // Adjoint: tangent of values -> tangent of the sorted output.
+          for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[pr[i]]);
+          if (at.kl) {
+            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]);
+            isotonic::BlockSoftmaxGather(sr, n, s.data(), u.data(), u.data(), p.data());
+          } else {
+            isotonic::BlockMean(sr, n, u.data());
+          }
+          for (int i = 0; i < n; ++i) o[i] = FromAcc<T>(u[i]);
+        }
+      }
+    });
+    OP_REQUIRES(ctx, !bad_perm,
+                InvalidArgument("permutation holds an index outside [0, ", n, ")"));
+  }
+
+ private:
+  SoftAttrs attrs_;
+  bool adjoint_ = false;
+};
+
+}  // namespace
+
+#define TFSORT_REGISTER_ISOTONIC(T)                                                        \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TFSort>IsotonicL2").Device(DEVICE_CPU).TypeConstraint<T>("T"),                 \
+      IsotonicOp<T, false>);                                                               \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TFSort>IsotonicKL").Device(DEVICE_CPU).TypeConstraint<T>("T"),                 \
+      IsotonicOp<T, true>);                                                                \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TFSort>IsotonicL2Grad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+      IsotonicL2GradOp<T>);                                                                \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TFSort>IsotonicKLGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+      IsotonicKLGradOp<T>);                                                                \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftRank").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          SoftSortRankOp<T, true>);                                        \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftSort").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          SoftSortRankOp<T, false>);                                       \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TFSort>SoftRankGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
+      SoftSortRankGradOp<T, true>);                                                        \
+  REGISTER_KERNEL_BUILDER(                                                                 \
+      Name("TFSort>SoftSortGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
+      SoftSortRankGradOp<T, false>);
+
+TFSORT_REGISTER_ISOTONIC(Eigen::half)
+TFSORT_REGISTER_ISOTONIC(Eigen::bfloat16)
+TFSORT_REGISTER_ISOTONIC(float)
+TFSORT_REGISTER_ISOTONIC(double)
+
+#undef TFSORT_REGISTER_ISOTONIC
+
+}  // namespace tfsort

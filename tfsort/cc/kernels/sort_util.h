@@ -1,0 +1,113 @@
+// Row argsort for the fused CPU kernels: order-preserving integer keys plus an LSD radix
+// sort for long rows and std::sort of packed (key, index) words for short ones. Ties keep
+// index order, so results are deterministic. No TensorFlow types.
+//
+// Complexity: O(n) for 32-bit keys with n >= kRadixMin (four 8-bit passes, a pass skipped
+// when one bucket holds every key), O(n log n) otherwise and for 64-bit keys.
+
+#ifndef TFSORT_CC_KERNELS_SORT_UTIL_H_
+#define TFSORT_CC_KERNELS_SORT_UTIL_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+namespace tfsort {
+namespace sort_util {
+
+// Monotone maps from IEEE floats to unsigned integers: a < b  <=>  Key(a) < Key(b)
+// (for non-NaN values; callers reject rows with NaN before sorting).
+inline uint32_t AscendingKey(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline uint64_t AscendingKey(double f) {
+  uint64_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+constexpr int kRadixMin = 256;
+
+// Scratch reused across rows of one shard.
+struct ArgsortScratch {
+  std::vector<uint64_t> a, b;
+  std::vector<std::pair<uint64_t, int32_t>> wide;
+};
+
+// Sorts packed words (key << 32 | index) ascending by key; indices are already ascending,
+// and every pass is stable, so ties stay in index order.
+inline void RadixSortPacked(uint64_t* data, uint64_t* tmp, int n) {
+  uint32_t hist[4][256];
+  std::memset(hist, 0, sizeof(hist));
+  for (int i = 0; i < n; ++i) {
+    const uint32_t k = static_cast<uint32_t>(data[i] >> 32);
+    ++hist[0][k & 0xff];
+    ++hist[1][(k >> 8) & 0xff];
+    ++hist[2][(k >> 16) & 0xff];
+    ++hist[3][k >> 24];
+  }
+  uint64_t* src = data;
+  uint64_t* dst = tmp;
+  for (int pass = 0; pass < 4; ++pass) {
+    uint32_t* h = hist[pass];
+    bool trivial = false;
+    uint32_t offset = 0;
+    for (int d = 0; d < 256; ++d) {
+      if (h[d] == static_cast<uint32_t>(n)) trivial = true;
+      const uint32_t c = h[d];
+      h[d] = offset;
+      offset += c;
+    }
+    if (trivial) continue;
+    const int shift = 32 + 8 * pass;
+    for (int i = 0; i < n; ++i) {
+      const uint64_t v = src[i];
+      dst[h[(v >> shift) & 0xff]++] = v;
+    }
+    std::swap(src, dst);
+  }
+  if (src != data) std::memcpy(data, src, sizeof(uint64_t) * n);
+}
+
+// perm <- indices of x in descending order of sign * x (sign = +1 or -1), ties by index.
+// Key is float (for float, half and bfloat16 rows) or double.
+template <typename Key, typename Load>
+void ArgsortDescending(Load load, int n, int sign, int32_t* perm, ArgsortScratch* s) {
+  // Descending order of sign * x == ascending order of AscendingKey(-sign * x).
+  if constexpr (sizeof(Key) == 4) {
+    if (static_cast<int>(s->a.size()) < n) {
+      s->a.resize(n);
+      s->b.resize(n);
+    }
+    uint64_t* w = s->a.data();
+    for (int i = 0; i < n; ++i) {
+      const Key v = static_cast<Key>(load(i));
+      const uint32_t k = AscendingKey(sign > 0 ? -v : v);
+      w[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint32_t>(i);
+    }
+    if (n >= kRadixMin) {
+      RadixSortPacked(w, s->b.data(), n);
+    } else {
+      std::sort(w, w + n);
+    }
+    for (int i = 0; i < n; ++i) perm[i] = static_cast<int32_t>(w[i] & 0xffffffffu);
+  } else {
+    if (static_cast<int>(s->wide.size()) < n) s->wide.resize(n);
+    auto* w = s->wide.data();
+    for (int i = 0; i < n; ++i) {
+      const Key v = static_cast<Key>(load(i));
+      w[i] = {AscendingKey(sign > 0 ? -v : v), i};
+    }
+    std::sort(w, w + n);
+    for (int i = 0; i < n; ++i) perm[i] = w[i].second;
+  }
+}
+
+}  // namespace sort_util
+}  // namespace tfsort
+
+#endif  // TFSORT_CC_KERNELS_SORT_UTIL_H_

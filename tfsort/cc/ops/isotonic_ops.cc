@@ -1,0 +1,151 @@
+// Op definitions for the isotonic-regression family: plain batched isotonic regression
+// (L2 and KL) and the fused soft sort / soft rank, each with its gradient op.
+// Every op works on the last axis; all leading dimensions are batch.
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tfsort {
+
+using ::tensorflow::Status;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+namespace {
+
+// Output i (for each i in outputs) has the shape of input 0, which must have rank >= 1.
+// Other inputs listed in `same` must be compatible with input 0.
+Status SameShapeAsFirst(InferenceContext* c, std::initializer_list<int> same,
+                        int num_outputs) {
+  ShapeHandle x;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+  for (int i : same) TF_RETURN_IF_ERROR(c->Merge(x, c->input(i), &x));
+  for (int o = 0; o < num_outputs; ++o) c->set_output(o, x);
+  return Status();
+}
+
+}  // namespace
+
+REGISTER_OP("TFSort>IsotonicL2")
+    .Input("y: T")
+    .Output("solution: T")
+    .Output("segments: int32")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("increasing: bool = false")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 2); })
+    .Doc(R"doc(
+Batched L2 isotonic regression along the last axis, one PAV pass per row:
+argmin_v 1/2 ||v - y||^2 subject to v non-increasing (or non-decreasing if `increasing`).
+
+solution: same shape and dtype as y. Rows with a NaN or infinite value are all NaN.
+segments: block id per position (0, 1, ... along the row); -1 for non-finite rows.
+)doc");
+
+REGISTER_OP("TFSort>IsotonicL2Grad")
+    .Input("grad: T")
+    .Input("segments: int32")
+    .Output("grad_y: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {1}, 1); })
+    .Doc(R"doc(
+VJP of IsotonicL2: each entry of grad replaced by the mean over its block (maximal run of
+equal segment ids). Linear and self-adjoint, so it is also its own gradient.
+)doc");
+
+REGISTER_OP("TFSort>IsotonicKL")
+    .Input("y: T")
+    .Input("w: T")
+    .Output("solution: T")
+    .Output("segments: int32")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("increasing: bool = false")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {1}, 2); })
+    .Doc(R"doc(
+Batched KL isotonic regression along the last axis:
+argmin_v sum exp(y - v) + sum exp(w) * v subject to v non-increasing (or non-decreasing).
+Block value: LSE(y_B) - LSE(w_B).
+)doc");
+
+REGISTER_OP("TFSort>IsotonicKLGrad")
+    .Input("grad: T")
+    .Input("y: T")
+    .Input("w: T")
+    .Input("segments: int32")
+    .Output("grad_y: T")
+    .Output("grad_w: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("adjoint: bool = false")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {1, 2, 3}, 2); })
+    .Doc(R"doc(
+VJP of IsotonicKL: grad_y = softmax(y_B) * sum_B grad, grad_w = -softmax(w_B) * sum_B grad.
+With adjoint=true it applies the transposed (forward-mode) maps instead:
+grad_y_i = sum_{j in B} softmax(y_B)_j grad_j, grad_w_i = -sum_{j in B} softmax(w_B)_j grad_j.
+)doc");
+
+REGISTER_OP("TFSort>SoftRank")
+    .Input("values: T")
+    .Output("ranks: T")
+    .Output("permutation: int32")
+    .Output("segments: int32")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization: {'l2', 'kl'} = 'l2'")
+    .Attr("regularization_strength: float = 1.0")
+    .Attr("descending: bool = false")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 3); })
+    .Doc(R"doc(
+Fused soft rank along the last axis: sort, one PAV pass and un-permute in one kernel.
+Ranks start at 1. permutation (sorted position -> input index) and segments (PAV block id
+per sorted position) are kept for the gradient.
+)doc");
+
+REGISTER_OP("TFSort>SoftRankGrad")
+    .Input("grad: T")
+    .Input("values: T")
+    .Input("permutation: int32")
+    .Input("segments: int32")
+    .Output("grad_values: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization: {'l2', 'kl'} = 'l2'")
+    .Attr("regularization_strength: float = 1.0")
+    .Attr("descending: bool = false")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {1, 2, 3}, 1); })
+    .Doc(R"doc(
+VJP of SoftRank. Linear in grad and self-adjoint for both regularizations.
+)doc");
+
+REGISTER_OP("TFSort>SoftSort")
+    .Input("values: T")
+    .Output("sorted: T")
+    .Output("permutation: int32")
+    .Output("segments: int32")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization: {'l2', 'kl'} = 'l2'")
+    .Attr("regularization_strength: float = 1.0")
+    .Attr("descending: bool = false")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 3); })
+    .Doc(R"doc(
+Fused soft sort along the last axis (ascending unless `descending`).
+)doc");
+
+REGISTER_OP("TFSort>SoftSortGrad")
+    .Input("grad: T")
+    .Input("values: T")
+    .Input("permutation: int32")
+    .Input("segments: int32")
+    .Output("grad_values: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization: {'l2', 'kl'} = 'l2'")
+    .Attr("regularization_strength: float = 1.0")
+    .Attr("descending: bool = false")
+    .Attr("adjoint: bool = false")
+    .SetShapeFn([](InferenceContext* c) {
+      // grad lives in sorted order, the output in input order; both have the input's shape.
+      return SameShapeAsFirst(c, {1, 2, 3}, 1);
+    })
+    .Doc(R"doc(
+VJP of SoftSort (grad in sorted order -> gradient w.r.t. values). With adjoint=true it maps
+a tangent of values to a tangent of the sorted output (the JVP), which is the gradient of
+this op with respect to grad.
+)doc");
+
+}  // namespace tfsort
