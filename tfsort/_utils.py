@@ -1,0 +1,117 @@
+"""Argument validation and axis handling shared by every public tfsort function.
+
+Every public function converts its input with :func:`convert_values`, validates its
+arguments with the ``check_*`` helpers (which raise ``ValueError``/``TypeError`` naming the
+argument), moves ``axis`` last with :func:`move_axis_last`, calls the raw op and moves the
+axis back. Kept cheap: these run on every eager call.
+"""
+
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
+
+
+def convert_values(values, name="values"):
+    """Converts to a floating tensor of rank >= 1 (integers become float32).
+
+    Raises:
+      TypeError: for bool, string or complex inputs.
+      ValueError: for a rank-0 input.
+    """
+    if not isinstance(values, (tf.Tensor, tf.Variable)):
+        try:
+            values = tf.convert_to_tensor(values)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be a real number tensor: {e}") from e
+    dtype = values.dtype
+    if dtype not in _FLOAT_SET:
+        if not dtype.is_integer:
+            raise TypeError(
+                f"{name} must be a floating or integer tensor, got dtype {dtype.name}"
+            )
+        values = tf.cast(values, tf.float32)
+    if values.shape.rank == 0:
+        raise ValueError(f"{name} must have rank >= 1, got a scalar")
+    return values
+
+
+def check_strength(value, name="regularization_strength"):
+    """Returns value as a Python float, requiring it to be positive and finite."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        raise TypeError(f"{name} must be a Python number, got a tensor")
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.number)):
+        raise TypeError(f"{name} must be a positive finite number, got {value!r}")
+    value = float(value)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return value
+
+
+def check_choice(value, name, choices, lower=True):
+    """Returns the normalized choice or raises ValueError naming the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {choices}, got {value!r}")
+    v = value.lower() if lower else value.upper()
+    if v not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return v
+
+
+def check_regularization(value):
+    return check_choice(value, "regularization", ("l2", "kl"))
+
+
+def check_descending(direction):
+    """Maps direction ("ASCENDING"/"DESCENDING", any case) to a bool."""
+    return check_choice(direction, "direction", ("ASCENDING", "DESCENDING"), lower=False) == (
+        "DESCENDING"
+    )
+
+
+def normalize_axis(axis, rank, name="axis"):
+    """Returns axis in [0, rank), or -1 when the rank is unknown and axis is -1."""
+    if isinstance(axis, bool) or not isinstance(axis, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    axis = int(axis)
+    if rank is None:
+        if axis != -1:
+            raise ValueError(f"{name}={axis} needs a known rank; only axis=-1 works otherwise")
+        return -1
+    if not -rank <= axis < rank:
+        raise ValueError(f"{name}={axis} is out of range for a tensor of rank {rank}")
+    return axis % rank
+
+
+def move_axis_last(x, axis):
+    """Transposes axis to the end. Returns (x, perm or None); perm is its own inverse key."""
+    rank = x.shape.rank
+    if axis == -1 or axis == rank - 1:
+        return x, None
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    return tf.transpose(x, perm), perm
+
+
+def restore_axis(y, perm):
+    """Inverse of move_axis_last."""
+    if perm is None:
+        return y
+    return tf.transpose(y, np.argsort(perm).tolist())
+
+
+def in_xla_context():
+    """True while tracing a function that XLA will compile (tf.function(jit_compile=True),
+    Keras' jit_compile), where custom ops cannot run and composite paths are used."""
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        ctx = getattr(graph, "_get_control_flow_context", lambda: None)()
+        while ctx is not None:
+            if type(ctx).__name__ == "XLAControlFlowContext":
+                return True
+            ctx = ctx.outer_context
+        graph = getattr(graph, "outer_graph", None)
+    return False

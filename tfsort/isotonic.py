@@ -1,0 +1,410 @@
+"""Isotonic regression, soft sort, soft rank and soft Spearman correlation.
+
+Implements Blondel, Teboul, Berthet and Djolonga, "Fast Differentiable Sorting and Ranking"
+(ICML 2020) with fused C++ ops: each soft sort / soft rank call sorts, runs one
+pool-adjacent-violators (PAV) pass and un-permutes in a single kernel, O(n log n) per row.
+
+Notation (README, "The math"): one row x of length n, eps = regularization_strength,
+rho = (n, n-1, ..., 1). Ranks start at 1, like torchsort.
+"""
+
+import tensorflow as tf
+
+from tfsort import _utils
+from tfsort._ops import ops as _raw
+
+__all__ = ["isotonic_regression", "soft_rank", "soft_sort", "spearmanr"]
+
+
+def _last_axis_call(values, axis, fn):
+    """Applies fn (which works on the last axis) along `axis`."""
+    axis = _utils.normalize_axis(axis, values.shape.rank)
+    x, perm = _utils.move_axis_last(values, axis)
+    return _utils.restore_axis(fn(x), perm)
+
+
+def soft_rank(
+    values,
+    regularization="l2",
+    regularization_strength=1.0,
+    direction="ASCENDING",
+    axis=-1,
+):
+    """Differentiable ranks along an axis.
+
+    The soft rank is the projection of x / eps onto the permutahedron of rho (L2) or its
+    KL analogue. As eps -> 0 it tends to the hard ranks (1 for the smallest value when
+    ASCENDING); for large eps it tends to the affine map (n + 1) / 2 + (x - mean(x)) / eps.
+
+    Args:
+      values: tensor of rank >= 1 (float16, bfloat16, float32 or float64; integers and
+        Python numbers become float32).
+      regularization: "l2" or "kl" (case-insensitive).
+      regularization_strength: eps > 0, finite. Smaller is closer to hard ranks.
+      direction: "ASCENDING" (rank 1 = smallest) or "DESCENDING" (rank 1 = largest).
+      axis: the axis to rank along; every other axis is batch.
+
+    Returns:
+      Soft ranks with the shape and dtype of `values`. Rows containing NaN or +-inf give NaN
+      ranks (and NaN gradients) in that row only.
+
+    Raises:
+      ValueError, TypeError: naming the offending argument.
+
+    Example:
+      >>> x = tf.constant([[8., 0., 5., 3., 2., 1., 6., 7., 9.]])
+      >>> tfsort.soft_rank(x, regularization_strength=0.001).numpy()
+      array([[8., 1., 5., 4., 3., 2., 6., 7., 9.]], dtype=float32)
+    """
+    if _utils.in_xla_context():
+        from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
+
+        return _xla.soft_rank(values, regularization, regularization_strength, direction, axis)
+    values = _utils.convert_values(values)
+    reg = _utils.check_regularization(regularization)
+    eps = _utils.check_strength(regularization_strength)
+    desc = _utils.check_descending(direction)
+    return _last_axis_call(
+        values,
+        axis,
+        lambda x: _raw.tf_sort_soft_rank(
+            x, regularization=reg, regularization_strength=eps, descending=desc
+        )[0],
+    )
+
+
+def soft_sort(
+    values,
+    regularization="l2",
+    regularization_strength=1.0,
+    direction="ASCENDING",
+    axis=-1,
+):
+    """Differentiable sort along an axis.
+
+    As eps -> 0 this is the hard sort; as eps grows every value tends to the row mean (L2).
+
+    Args:
+      values: tensor of rank >= 1 (see soft_rank).
+      regularization: "l2" or "kl".
+      regularization_strength: eps > 0, finite.
+      direction: "ASCENDING" or "DESCENDING".
+      axis: the axis to sort along.
+
+    Returns:
+      Softly sorted values, same shape and dtype as `values`.
+
+    Example:
+      >>> tfsort.soft_sort([[3., 1., 2.]], regularization_strength=0.01).numpy()
+      array([[1., 2., 3.]], dtype=float32)
+    """
+    if _utils.in_xla_context():
+        from tfsort import _xla  # noqa: PLC0415
+
+        return _xla.soft_sort(values, regularization, regularization_strength, direction, axis)
+    values = _utils.convert_values(values)
+    reg = _utils.check_regularization(regularization)
+    eps = _utils.check_strength(regularization_strength)
+    desc = _utils.check_descending(direction)
+    return _last_axis_call(
+        values,
+        axis,
+        lambda x: _raw.tf_sort_soft_sort(
+            x, regularization=reg, regularization_strength=eps, descending=desc
+        )[0],
+    )
+
+
+def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1):
+    """Batched isotonic regression along an axis (one PAV pass per row).
+
+    * "l2": argmin_v 1/2 ||v - y||^2 subject to v monotone; equals
+      ``tf.nn.isotonic_regression(y, decreasing=decreasing, axis=axis)[0]``.
+    * "kl": argmin_v sum exp(y - v) + sum exp(w) * v subject to v monotone; `w` (same shape
+      as `y`) is required.
+
+    Args:
+      y: tensor of rank >= 1.
+      w: for "kl" only: tensor of the shape of y.
+      regularization: "l2" or "kl".
+      decreasing: True for v_1 >= v_2 >= ..., False for increasing.
+      axis: the axis along which the constraints apply.
+
+    Returns:
+      The solution, with the shape and dtype of y. Rows with NaN or +-inf are NaN.
+
+    Example:
+      >>> tfsort.isotonic_regression([[1., 3., 2., 4.]], decreasing=False).numpy()
+      array([[1. , 2.5, 2.5, 4. ]], dtype=float32)
+    """
+    if _utils.in_xla_context():
+        from tfsort import _xla  # noqa: PLC0415
+
+        return _xla.isotonic_regression(y, w, regularization, decreasing, axis)
+    y = _utils.convert_values(y, "y")
+    reg = _utils.check_regularization(regularization)
+    if not isinstance(decreasing, bool):
+        raise TypeError(f"decreasing must be a bool, got {decreasing!r}")
+    if reg == "l2":
+        if w is not None:
+            raise ValueError('w is only used with regularization="kl"; pass w=None for "l2"')
+        return _last_axis_call(
+            y, axis, lambda v: _raw.tf_sort_isotonic_l2(v, increasing=not decreasing)[0]
+        )
+    if w is None:
+        raise ValueError('regularization="kl" needs w, a tensor of the shape of y')
+    w = _utils.convert_values(w, "w")
+    if w.dtype != y.dtype:
+        w = tf.cast(w, y.dtype)
+    if y.shape.is_fully_defined() and w.shape.is_fully_defined():
+        if y.shape != w.shape:
+            raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    elif not y.shape.is_compatible_with(w.shape):
+        raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    axis = _utils.normalize_axis(axis, y.shape.rank)
+    yt, perm = _utils.move_axis_last(y, axis)
+    wt, _ = _utils.move_axis_last(w, axis)
+    return _utils.restore_axis(_raw.tf_sort_isotonic_kl(yt, wt, increasing=not decreasing)[0], perm)
+
+
+def spearmanr(pred, target, axis=-1, **soft_rank_kwargs):
+    """Soft Spearman correlation per row.
+
+    Soft-ranks both `pred` and `target` with the same settings (as in torchsort's README),
+    centres and normalises each row and returns the Pearson correlation of the ranks.
+    A constant row (zero variance) gives 0, not NaN.
+
+    Args:
+      pred: tensor of rank >= 1.
+      target: tensor of the same shape.
+      axis: the axis holding each row's items.
+      **soft_rank_kwargs: regularization, regularization_strength, direction.
+
+    Returns:
+      Correlations in [-1, 1], with `axis` removed from the shape.
+
+    Example:
+      >>> float(tfsort.spearmanr([1., 2., 3., 4.], [1., 3., 2., 4.],
+      ...                        regularization_strength=1e-3))
+      0.8
+    """
+    unknown = set(soft_rank_kwargs) - {"regularization", "regularization_strength", "direction"}
+    if unknown:
+        raise TypeError(f"spearmanr got unexpected keyword arguments {sorted(unknown)}")
+    pred = _utils.convert_values(pred, "pred")
+    target = _utils.convert_values(target, "target")
+    if target.dtype != pred.dtype:
+        target = tf.cast(target, pred.dtype)
+    if not pred.shape.is_compatible_with(target.shape):
+        raise ValueError(
+            f"pred and target must have the same shape, got {pred.shape} and {target.shape}"
+        )
+    rp = soft_rank(pred, axis=axis, **soft_rank_kwargs)
+    rt = soft_rank(target, axis=axis, **soft_rank_kwargs)
+    return _pearson(rp, rt, axis)
+
+
+def _pearson(a, b, axis):
+    """Row-wise Pearson correlation; 0 where either row is constant (safe gradients too).
+
+    Deviations from the row mean below a few ulps of the mean are rounding noise (a constant
+    row's soft ranks are all (n + 1) / 2 up to rounding), so they count as zero.
+    """
+    dtype = a.dtype
+    compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    ulp = 8.0 * float(tf.experimental.numpy.finfo(compute.as_numpy_dtype).eps)
+
+    def centre(v):
+        v = tf.cast(v, compute)
+        mean = tf.reduce_mean(v, axis=axis, keepdims=True)
+        d = v - mean
+        return tf.where(tf.abs(d) > ulp * (tf.abs(mean) + 1.0), d, tf.zeros_like(d))
+
+    a = centre(a)
+    b = centre(b)
+    cov = tf.reduce_sum(a * b, axis=axis)
+    var = tf.reduce_sum(a * a, axis=axis) * tf.reduce_sum(b * b, axis=axis)
+    ok = var > 0
+    safe = tf.where(ok, var, tf.ones_like(var))
+    return tf.cast(tf.where(ok, cov * tf.math.rsqrt(safe), tf.zeros_like(cov)), dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients, registered on the op types (cheaper per eager call than tf.custom_gradient,
+# and found again after a SavedModel reload once `import tfsort` ran).
+#
+# Every VJP op is linear in its cotangent, and its adjoint is either itself (the L2 ops
+# and the KL soft rank are self-adjoint) or the same op with adjoint=True, so second-order
+# gradients and forward mode (tf.autodiff.ForwardAccumulator) work. For the KL ops the
+# VJP also depends on the values through block softmaxes; that second-order term is
+# written below in composite TF ops (it only runs when a second derivative is taken).
+
+
+def _soft_attrs(op):
+    return {
+        "regularization": op.get_attr("regularization"),
+        "regularization_strength": op.get_attr("regularization_strength"),
+        "descending": op.get_attr("descending"),
+    }
+
+
+@tf.RegisterGradient("TFSort>SoftRank")
+def _soft_rank_grad(op, grad, _unused_perm_grad, _unused_seg_grad):
+    return _raw.tf_sort_soft_rank_grad(
+        grad, op.inputs[0], op.outputs[1], op.outputs[2], **_soft_attrs(op)
+    )
+
+
+@tf.RegisterGradient("TFSort>SoftSort")
+def _soft_sort_grad(op, grad, _unused_perm_grad, _unused_seg_grad):
+    return _raw.tf_sort_soft_sort_grad(
+        grad, op.inputs[0], op.outputs[1], op.outputs[2], **_soft_attrs(op)
+    )
+
+
+@tf.RegisterGradient("TFSort>SoftRankGrad")
+def _soft_rank_grad_grad(op, hess):
+    grad, values, perm, seg = op.inputs
+    attrs = _soft_attrs(op)
+    d_grad = _raw.tf_sort_soft_rank_grad(hess, values, perm, seg, **attrs)
+    if attrs["regularization"] == b"kl":
+        d_values = _kl_rank_second_order(hess, grad, values, perm, seg, attrs)
+    else:
+        d_values = tf.zeros_like(values)
+    return [d_grad, d_values, None, None]
+
+
+@tf.RegisterGradient("TFSort>SoftSortGrad")
+def _soft_sort_grad_grad(op, hess):
+    grad, values, perm, seg = op.inputs
+    attrs = _soft_attrs(op)
+    adjoint = op.get_attr("adjoint")
+    d_grad = _raw.tf_sort_soft_sort_grad(hess, values, perm, seg, adjoint=not adjoint, **attrs)
+    if attrs["regularization"] == b"kl":
+        d_values = _kl_sort_second_order(hess, grad, values, perm, seg, attrs, adjoint)
+    else:
+        d_values = tf.zeros_like(values)
+    return [d_grad, d_values, None, None]
+
+
+@tf.RegisterGradient("TFSort>IsotonicL2")
+def _isotonic_l2_grad(op, grad, _unused_seg_grad):
+    return _raw.tf_sort_isotonic_l2_grad(grad, op.outputs[1])
+
+
+@tf.RegisterGradient("TFSort>IsotonicL2Grad")
+def _isotonic_l2_grad_grad(op, hess):
+    return [_raw.tf_sort_isotonic_l2_grad(hess, op.inputs[1]), None]
+
+
+@tf.RegisterGradient("TFSort>IsotonicKL")
+def _isotonic_kl_grad(op, grad, _unused_seg_grad):
+    y, w = op.inputs
+    return list(_raw.tf_sort_isotonic_kl_grad(grad, y, w, op.outputs[1]))
+
+
+@tf.RegisterGradient("TFSort>IsotonicKLGrad")
+def _isotonic_kl_grad_grad(op, hy, hw):
+    g, y, w, seg = op.inputs
+    adjoint = op.get_attr("adjoint")
+    # The op maps g -> (A_y g, A_w g); its adjoint maps (hy, hw) -> A_y^T hy + A_w^T hw.
+    d_grad = (
+        _raw.tf_sort_isotonic_kl_grad(hy, y, w, seg, adjoint=not adjoint)[0]
+        + _raw.tf_sort_isotonic_kl_grad(hw, y, w, seg, adjoint=not adjoint)[1]
+    )
+    rows = _Rows(seg)
+    if adjoint:
+        d_y = rows.softmax_jvp(y, g, hy)
+        d_w = -rows.softmax_jvp(w, g, hw)
+    else:
+        d_y = rows.softmax_jvp(y, hy, g)
+        d_w = -rows.softmax_jvp(w, hw, g)
+    return [d_grad, d_y, d_w, None]
+
+
+class _Rows:
+    """Block (segment) reductions over a [..., n] tensor in composite TF ops."""
+
+    def __init__(self, seg):
+        self.shape = tf.shape(seg)
+        n = self.shape[-1]
+        seg2 = tf.reshape(seg, [-1, n])
+        rows = tf.shape(seg2)[0]
+        offsets = tf.range(rows)[:, None] * n
+        self.ids = tf.reshape(tf.maximum(seg2, 0) + offsets, [-1])
+        self.num = rows * n
+
+    def flat(self, v):
+        return tf.reshape(v, [-1])
+
+    def block_sum(self, v):
+        s = tf.math.unsorted_segment_sum(self.flat(v), self.ids, self.num)
+        return tf.reshape(tf.gather(s, self.ids), self.shape)
+
+    def softmax(self, x):
+        m = tf.math.unsorted_segment_max(self.flat(x), self.ids, self.num)
+        e = tf.exp(x - tf.reshape(tf.gather(m, self.ids), self.shape))
+        return e / self.block_sum(e)
+
+    def softmax_jvp(self, x, a, c):
+        """C_B p_k (a_k - E_p a) with p = softmax(x_B), C_B = sum_B c: the derivative of
+        sum_B C_B E_p(a) with respect to x."""
+        dtype = x.dtype
+        compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+        x, a, c = (tf.cast(t, compute) for t in (x, a, c))
+        p = self.softmax(x)
+        out = self.block_sum(c) * p * (a - self.block_sum(p * a))
+        return tf.cast(out, dtype)
+
+
+def _sorted_view(values, perm, attrs, rank):
+    """Returns (s, c, compute dtype): s = c * values[perm] in compute precision."""
+    dtype = values.dtype
+    compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    desc = attrs["descending"]
+    if rank:
+        c = (-1.0 if desc else 1.0) / attrs["regularization_strength"]
+    else:
+        c = 1.0 if desc else -1.0
+    x = tf.gather(tf.cast(values, compute), perm, batch_dims=values.shape.rank - 1)
+    return c * x, c, compute
+
+
+def _unsort(v, perm):
+    """out[..., perm[k]] = v[..., k]."""
+    inv = tf.argsort(perm, axis=-1, stable=True)
+    return tf.gather(v, inv, batch_dims=v.shape.rank - 1)
+
+
+def _kl_rank_second_order(hess, grad, values, perm, seg, attrs):
+    # In sorted coordinates the KL soft-rank VJP is c W_B (diag(p) - p p^T) u; its
+    # derivative along s, contracted with h, is c W_B p_k [(h_k - E h)(u_k - E u) - Cov(h, u)].
+    s, c, compute = _sorted_view(values, perm, attrs, rank=True)
+    b = values.shape.rank - 1
+    u = tf.gather(tf.cast(grad, compute), perm, batch_dims=b)
+    h = tf.gather(tf.cast(hess, compute), perm, batch_dims=b)
+    rows = _Rows(seg)
+    p = rows.softmax(s)
+    n = tf.shape(s)[-1]
+    rho = tf.cast(n - tf.range(n), compute) * tf.ones_like(s)
+    w = rows.block_sum(rho)
+    dh = h - rows.block_sum(p * h)
+    du = u - rows.block_sum(p * u)
+    cov = rows.block_sum(p * dh * du)
+    d_s = c * w * p * (dh * du - cov)
+    return tf.cast(_unsort(c * d_s, perm), values.dtype)
+
+
+def _kl_sort_second_order(hess, grad, values, perm, seg, attrs, adjoint):
+    s, c, compute = _sorted_view(values, perm, attrs, rank=False)
+    b = values.shape.rank - 1
+    rows = _Rows(seg)
+    if adjoint:
+        # op: out_i = E_p(u) over the block, u = grad[perm]; hess lives in sorted order.
+        u = tf.gather(tf.cast(grad, compute), perm, batch_dims=b)
+        d_s = rows.softmax_jvp(s, u, tf.cast(hess, compute))
+    else:
+        # op: out[perm_k] = p_k G_B; hess lives in input order.
+        h = tf.gather(tf.cast(hess, compute), perm, batch_dims=b)
+        d_s = rows.softmax_jvp(s, h, tf.cast(grad, compute))
+    return tf.cast(_unsort(c * d_s, perm), values.dtype)
