@@ -16,7 +16,10 @@ import tfsort
 
 REGS = ["l2", "kl"]
 DIRS = ["ASCENDING", "DESCENDING"]
-SOFT = {"soft_rank": (tfsort.soft_rank, ref.soft_rank), "soft_sort": (tfsort.soft_sort, ref.soft_sort)}
+SOFT = {
+    "soft_rank": (tfsort.soft_rank, ref.soft_rank),
+    "soft_sort": (tfsort.soft_sort, ref.soft_sort),
+}
 # Tolerances for comparing against the float64 reference (relative to the output scale).
 TOL = {tf.float32: 2e-5, tf.float64: 1e-11}
 
@@ -51,7 +54,8 @@ def _partially_pooled(name, reg, eps, direction, shape, seed):
     gaps no PAV decision is near a tie, so finite differences stay valid. Without this a
     gradient test could pass on a trivial Jacobian (no pooling: 0 or a permutation)."""
     base = _separated(_rng(seed), shape)
-    op = tfsort._ops.ops.tf_sort_soft_rank if name == "soft_rank" else tfsort._ops.ops.tf_sort_soft_sort
+    raw = tfsort._ops.ops
+    op = raw.tf_sort_soft_rank if name == "soft_rank" else raw.tf_sort_soft_sort
     for scale in np.geomspace(1e-3, 1e4, 281):
         seg = op(tf.constant(base * scale), regularization=reg, regularization_strength=eps,
                  descending=direction == "DESCENDING")[2].numpy()
@@ -178,7 +182,9 @@ def test_rank1_input(mode, name, reg):
 @pytest.mark.parametrize("name,reg", OPS)
 def test_unknown_dims_in_tf_function(name, reg, spec_shape, axis, data_shape):
     spec = tf.TensorSpec(spec_shape, tf.float64)
-    fn = tf.function(lambda a, b: _call(name, a, axis, reg, "ASCENDING", b), input_signature=[spec, spec])
+    fn = tf.function(
+        lambda a, b: _call(name, a, axis, reg, "ASCENDING", b), input_signature=[spec, spec]
+    )
     out_spec = fn.get_concrete_function().structured_outputs
     assert out_spec.shape.as_list() == spec_shape  # static shape propagates unchanged
     rng = _rng(5)
@@ -196,7 +202,8 @@ def test_unknown_dims_in_tf_function(name, reg, spec_shape, axis, data_shape):
 @pytest.mark.parametrize("decreasing", [True, False])
 def test_l2_matches_sklearn_and_tf_nn(mode, decreasing, dtype):
     y = _with_ties(_rng(6), (6, 40))
-    got = mode(lambda a: tfsort.isotonic_regression(a, decreasing=decreasing))(tf.constant(y, dtype))
+    fn = mode(lambda a: tfsort.isotonic_regression(a, decreasing=decreasing))
+    got = fn(tf.constant(y, dtype))
     yd = tf.constant(y, dtype).numpy().astype(np.float64)
     sk = np.stack([sklearn.isotonic.isotonic_regression(r, increasing=not decreasing) for r in yd])
     tfn = tf.nn.isotonic_regression(tf.constant(y, dtype), decreasing=decreasing)[0]
@@ -476,6 +483,7 @@ def test_low_precision_works(mode, name, reg, dtype):
 # Bad input.
 
 _X = [[1.0, 2.0, 3.0]]
+_EPS = "regularization_strength"
 _W = [[0.0, 0.0, 0.0]]
 
 BAD = [
@@ -484,10 +492,10 @@ BAD = [
     (lambda: tfsort.isotonic_regression(_X, regularization="l1"), ValueError, "regularization"),
     (lambda: tfsort.soft_rank(_X, direction="UP"), ValueError, "direction"),
     (lambda: tfsort.soft_sort(_X, direction="sideways"), ValueError, "direction"),
-    (lambda: tfsort.soft_rank(_X, regularization_strength=0.0), ValueError, "regularization_strength"),
-    (lambda: tfsort.soft_sort(_X, regularization_strength=-1.0), ValueError, "regularization_strength"),
-    (lambda: tfsort.soft_rank(_X, regularization_strength=float("nan")), ValueError, "regularization_strength"),
-    (lambda: tfsort.soft_sort(_X, regularization_strength=float("inf")), ValueError, "regularization_strength"),
+    (lambda: tfsort.soft_rank(_X, regularization_strength=0.0), ValueError, _EPS),
+    (lambda: tfsort.soft_sort(_X, regularization_strength=-1.0), ValueError, _EPS),
+    (lambda: tfsort.soft_rank(_X, regularization_strength=float("nan")), ValueError, _EPS),
+    (lambda: tfsort.soft_sort(_X, regularization_strength=float("inf")), ValueError, _EPS),
     (lambda: tfsort.soft_rank(3.0), ValueError, "values"),
     (lambda: tfsort.soft_sort(tf.constant(3.0)), ValueError, "values"),
     (lambda: tfsort.isotonic_regression(3.0), ValueError, r"\by\b"),
@@ -514,7 +522,9 @@ def test_bad_input_raises_naming_argument(mode, call, exc, match):
 
 def test_w_shape_mismatch_with_unknown_shapes_raises():
     spec = tf.TensorSpec([None, None], tf.float32)
-    fn = tf.function(lambda a, b: tfsort.isotonic_regression(a, b, "kl"), input_signature=[spec, spec])
+    fn = tf.function(
+        lambda a, b: tfsort.isotonic_regression(a, b, "kl"), input_signature=[spec, spec]
+    )
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"\bw\b.*shape"):
         fn(tf.zeros([2, 5]), tf.zeros([2, 4]))
 
@@ -693,7 +703,9 @@ def test_spearman_matches_scipy_at_small_eps(mode, direction):
     rng = _rng(24)
     p = _separated(rng, (5, 15))
     t = _separated(rng, (5, 15))
-    rho = mode(lambda a, b: tfsort.spearmanr(a, b, regularization_strength=1e-3, direction=direction))(
+    rho = mode(
+        lambda a, b: tfsort.spearmanr(a, b, regularization_strength=1e-3, direction=direction)
+    )(
         tf.constant(p), tf.constant(t)
     )
     want = [scipy.stats.spearmanr(a, b).statistic for a, b in zip(p, t)]
@@ -745,7 +757,9 @@ def test_string_arguments_case_insensitive(mode, name, reg):
 @pytest.mark.parametrize("name,reg", OPS)
 def test_unknown_rank_in_tf_function(name, reg):
     spec = tf.TensorSpec(None, tf.float64)
-    fn = tf.function(lambda a, b: _call(name, a, -1, reg, "ASCENDING", b), input_signature=[spec, spec])
+    fn = tf.function(
+        lambda a, b: _call(name, a, -1, reg, "ASCENDING", b), input_signature=[spec, spec]
+    )
     rng = _rng(27)
     x = _with_ties(rng, (2, 3, 6))
     w = rng.normal(size=(2, 3, 6))
