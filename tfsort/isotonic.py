@@ -207,8 +207,10 @@ def spearmanr(pred, target, axis=-1, **soft_rank_kwargs):
 def _pearson(a, b, axis):
     """Row-wise Pearson correlation; 0 where either row is constant (safe gradients too).
 
-    Deviations from the row mean below a few ulps of the mean are rounding noise (a constant
-    row's soft ranks are all (n + 1) / 2 up to rounding), so they count as zero.
+    A row counts as constant when every deviation from its mean is below a few ulps of the
+    mean (a constant row's soft ranks are all (n + 1) / 2 up to rounding). The threshold
+    only decides that; the correlation itself uses the raw deviations, so an entry that
+    happens to sit at the mean (the median of an odd row) still gets its gradient.
     """
     dtype = a.dtype
     compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
@@ -218,13 +220,14 @@ def _pearson(a, b, axis):
         v = tf.cast(v, compute)
         mean = tf.reduce_mean(v, axis=axis, keepdims=True)
         d = v - mean
-        return tf.where(tf.abs(d) > ulp * (tf.abs(mean) + 1.0), d, tf.zeros_like(d))
+        varies = tf.reduce_any(tf.abs(d) > ulp * (tf.abs(mean) + 1.0), axis=axis)
+        return d, varies
 
-    a = centre(a)
-    b = centre(b)
+    a, a_varies = centre(a)
+    b, b_varies = centre(b)
     cov = tf.reduce_sum(a * b, axis=axis)
     var = tf.reduce_sum(a * a, axis=axis) * tf.reduce_sum(b * b, axis=axis)
-    ok = var > 0
+    ok = a_varies & b_varies & (var > 0)
     safe = tf.where(ok, var, tf.ones_like(var))
     return tf.cast(tf.where(ok, cov * tf.math.rsqrt(safe), tf.zeros_like(cov)), dtype)
 

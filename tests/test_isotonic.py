@@ -1,0 +1,767 @@
+"""Tests for tfsort.isotonic: soft_rank, soft_sort, isotonic_regression, spearmanr.
+
+Every numerical claim is checked against tests/reference.py (NumPy float64, written from
+design.md section 3 without tfsort), scikit-learn, tf.nn.isotonic_regression, scipy, closed
+forms, or finite differences. Each test runs eagerly and inside tf.function (`mode`).
+"""
+
+import numpy as np
+import pytest
+import reference as ref
+import scipy.stats
+import sklearn.isotonic
+import tensorflow as tf
+
+import tfsort
+
+REGS = ["l2", "kl"]
+DIRS = ["ASCENDING", "DESCENDING"]
+SOFT = {
+    "soft_rank": (tfsort.soft_rank, ref.soft_rank),
+    "soft_sort": (tfsort.soft_sort, ref.soft_sort),
+}
+# Tolerances for comparing against the float64 reference (relative to the output scale).
+TOL = {tf.float32: 2e-5, tf.float64: 1e-11}
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _with_ties(rng, shape):
+    """Random values where about half the entries are small integers (so exact ties occur)."""
+    x = rng.normal(size=shape) * 2.0
+    ints = rng.integers(-3, 4, size=shape).astype(np.float64)
+    return np.where(rng.random(shape) < 0.5, ints, x)
+
+
+def _separated(rng, shape, gap=0.37):
+    """Rows of distinct values, consecutive sorted values at least `gap` apart and irregular
+    (so no PAV decision is near a tie and finite differences are valid)."""
+    n = shape[-1]
+    rows = int(np.prod(shape[:-1]))
+    out = np.empty((rows, n))
+    for r in range(rows):
+        steps = gap + rng.random(n) * 1.3
+        out[r] = rng.permutation(np.cumsum(steps) - steps.sum() / 2)
+    return out.reshape(shape)
+
+
+def _partially_pooled(name, reg, eps, direction, shape, seed):
+    """Separated inputs, scaled so every row's PAV pass pools some items but not all.
+
+    Only the block structure (segments from the raw op) picks the scale; with irregular
+    gaps no PAV decision is near a tie, so finite differences stay valid. Without this a
+    gradient test could pass on a trivial Jacobian (no pooling: 0 or a permutation)."""
+    base = _separated(_rng(seed), shape)
+    raw = tfsort._ops.ops
+    op = raw.tf_sort_soft_rank if name == "soft_rank" else raw.tf_sort_soft_sort
+    for scale in np.geomspace(1e-3, 1e4, 281):
+        seg = op(tf.constant(base * scale), regularization=reg, regularization_strength=eps,
+                 descending=direction == "DESCENDING")[2].numpy()
+        blocks = seg.reshape(-1, shape[-1]).max(-1) + 1
+        if ((blocks >= 2) & (blocks < shape[-1])).all():
+            return base * scale
+    raise AssertionError(f"no partially pooled scale for {name} {reg} {eps} {direction}")
+
+
+def _assert_close(got, want, tol):
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+def _ref_soft(name, x, eps, reg, direction, axis=-1):
+    return ref.along_axis(
+        SOFT[name][1], x, axis, eps=eps, regularization=reg, direction=direction
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Values against the float64 reference.
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("eps", [0.01, 0.3, 1.0, 10.0])
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("reg", REGS)
+@pytest.mark.parametrize("name", sorted(SOFT))
+def test_soft_values_match_reference(mode, name, reg, direction, eps, dtype):
+    x = _with_ties(_rng(1), (4, 9))
+    fn = mode(
+        lambda v: SOFT[name][0](
+            v, regularization=reg, regularization_strength=eps, direction=direction
+        )
+    )
+    xt = tf.constant(x, dtype)
+    got = fn(xt)
+    assert got.dtype == dtype and got.shape == x.shape
+    want = _ref_soft(name, xt.numpy().astype(np.float64), eps, reg, direction)
+    _assert_close(got, want, TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("decreasing", [True, False])
+@pytest.mark.parametrize("reg", REGS)
+def test_isotonic_values_match_reference(mode, reg, decreasing, dtype):
+    rng = _rng(2)
+    y = _with_ties(rng, (5, 11))
+    w = rng.normal(size=(5, 11))
+    if reg == "l2":
+        fn = mode(lambda a: tfsort.isotonic_regression(a, decreasing=decreasing))
+        got = fn(tf.constant(y, dtype))
+        want = ref.along_axis(ref.isotonic_l2, y, -1, decreasing=decreasing)
+    else:
+        fn = mode(
+            lambda a, b: tfsort.isotonic_regression(
+                a, b, regularization="kl", decreasing=decreasing
+            )
+        )
+        got = fn(tf.constant(y, dtype), tf.constant(w, dtype))
+        yd = tf.constant(y, dtype).numpy().astype(np.float64)
+        wd = tf.constant(w, dtype).numpy().astype(np.float64)
+        want = ref.along_axis2(ref.isotonic_kl, yd, wd, decreasing=decreasing)
+    assert got.dtype == dtype
+    _assert_close(got, want, TOL[dtype])
+
+
+def _call(name, x, axis, reg="l2", direction="ASCENDING", w=None):
+    if name in SOFT:
+        return SOFT[name][0](
+            x, regularization=reg, regularization_strength=0.75, direction=direction, axis=axis
+        )
+    if name == "iso_l2":
+        return tfsort.isotonic_regression(x, axis=axis, decreasing=direction == "DESCENDING")
+    return tfsort.isotonic_regression(
+        x, w, regularization="kl", axis=axis, decreasing=direction == "DESCENDING"
+    )
+
+
+def _ref_call(name, x, axis, reg="l2", direction="ASCENDING", w=None):
+    if name in SOFT:
+        return _ref_soft(name, x, 0.75, reg, direction, axis)
+    dec = direction == "DESCENDING"
+    if name == "iso_l2":
+        return ref.along_axis(ref.isotonic_l2, x, axis, decreasing=dec)
+    return ref.along_axis2(ref.isotonic_kl, x, w, axis, decreasing=dec)
+
+
+OPS = [("soft_rank", "l2"), ("soft_rank", "kl"), ("soft_sort", "l2"), ("soft_sort", "kl"),
+       ("iso_l2", "l2"), ("iso_kl", "kl")]
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, 2, -2])
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("name,reg", OPS)
+def test_any_axis_rank3(mode, name, reg, direction, axis):
+    rng = _rng(3)
+    x = _with_ties(rng, (2, 3, 5))
+    w = rng.normal(size=(2, 3, 5))
+    fn = mode(lambda a, b: _call(name, a, axis, reg, direction, b))
+    got = fn(tf.constant(x), tf.constant(w))
+    assert got.shape == x.shape
+    _assert_close(got, _ref_call(name, x, axis, reg, direction, w), TOL[tf.float64])
+
+
+@pytest.mark.parametrize("name,reg", OPS)
+def test_rank1_input(mode, name, reg):
+    rng = _rng(4)
+    x = _with_ties(rng, (8,))
+    w = rng.normal(size=(8,))
+    got = mode(lambda a, b: _call(name, a, -1, reg, "ASCENDING", b))(tf.constant(x), tf.constant(w))
+    assert got.shape == (8,)
+    _assert_close(got, _ref_call(name, x, -1, reg, "ASCENDING", w), TOL[tf.float64])
+
+
+@pytest.mark.parametrize(
+    "spec_shape,axis,data_shape",
+    [([None, 6], -1, (3, 6)), ([None, None], -1, (4, 7)), ([6, None], 0, (6, 2)),
+     ([None, None, 5], 1, (2, 3, 5))],
+)
+@pytest.mark.parametrize("name,reg", OPS)
+def test_unknown_dims_in_tf_function(name, reg, spec_shape, axis, data_shape):
+    spec = tf.TensorSpec(spec_shape, tf.float64)
+    fn = tf.function(
+        lambda a, b: _call(name, a, axis, reg, "ASCENDING", b), input_signature=[spec, spec]
+    )
+    out_spec = fn.get_concrete_function().structured_outputs
+    assert out_spec.shape.as_list() == spec_shape  # static shape propagates unchanged
+    rng = _rng(5)
+    x = _with_ties(rng, data_shape)
+    w = rng.normal(size=data_shape)
+    got = fn(tf.constant(x), tf.constant(w))
+    _assert_close(got, _ref_call(name, x, axis, reg, "ASCENDING", w), TOL[tf.float64])
+
+
+# --------------------------------------------------------------------------------------
+# Other implementations and closed forms.
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("decreasing", [True, False])
+def test_l2_matches_sklearn_and_tf_nn(mode, decreasing, dtype):
+    y = _with_ties(_rng(6), (6, 40))
+    fn = mode(lambda a: tfsort.isotonic_regression(a, decreasing=decreasing))
+    got = fn(tf.constant(y, dtype))
+    yd = tf.constant(y, dtype).numpy().astype(np.float64)
+    sk = np.stack([sklearn.isotonic.isotonic_regression(r, increasing=not decreasing) for r in yd])
+    tfn = tf.nn.isotonic_regression(tf.constant(y, dtype), decreasing=decreasing)[0]
+    _assert_close(got, sk, TOL[dtype])
+    _assert_close(got, tfn, TOL[dtype])
+
+
+@pytest.mark.parametrize("direction", DIRS)
+def test_l2_closed_form_at_large_eps(mode, direction):
+    x = _rng(7).normal(size=(3, 10))
+    n = 10
+    eps = 1e3  # z = x / eps spans far less than 1, the gap between rho entries: one block
+    sign = -1.0 if direction == "DESCENDING" else 1.0
+    ranks = mode(lambda a: tfsort.soft_rank(a, regularization_strength=eps, direction=direction))(
+        tf.constant(x)
+    )
+    want = (n + 1) / 2 + sign * (x - x.mean(-1, keepdims=True)) / eps
+    _assert_close(ranks, want, 1e-12)
+    # soft_sort pools too: out_i = mean(x) +- ((i + 1) - (n + 1) / 2) / eps.
+    srt = mode(lambda a: tfsort.soft_sort(a, regularization_strength=eps, direction=direction))(
+        tf.constant(x)
+    )
+    pos = np.arange(1, n + 1) - (n + 1) / 2
+    _assert_close(srt, x.mean(-1, keepdims=True) + sign * pos / eps, 1e-12)
+
+
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("reg", REGS)
+def test_hard_limit_at_small_eps(mode, reg, direction):
+    x = _separated(_rng(8), (4, 12))
+    eps = 1e-3
+    rank = mode(lambda a: tfsort.soft_rank(a, reg, eps, direction))(tf.constant(x, tf.float32))
+    srt = mode(lambda a: tfsort.soft_sort(a, reg, eps, direction))(tf.constant(x, tf.float32))
+    hard = np.apply_along_axis(scipy.stats.rankdata, -1, x)
+    if direction == "DESCENDING":
+        hard = 13 - hard
+    np.testing.assert_allclose(rank, hard, atol=1e-4)
+    s = np.sort(x, -1)
+    if direction == "DESCENDING":
+        s = s[:, ::-1]
+    np.testing.assert_allclose(srt, s, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------
+# Gradients (float64 finite differences).
+
+
+def _check_gradient(fn, xs, tol=1e-6):
+    theo, num = tf.test.compute_gradient(fn, xs, delta=1e-6)
+    for t, n in zip(theo, num):
+        scale = max(1.0, float(np.max(np.abs(n))))
+        np.testing.assert_allclose(t, n, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("eps", [0.01, 1.0, 100.0])
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("reg", REGS)
+@pytest.mark.parametrize("name", sorted(SOFT))
+def test_soft_gradient_finite_differences(mode, name, reg, direction, eps):
+    x = _partially_pooled(name, reg, eps, direction, (2, 6), 9)
+    fn = mode(lambda a: SOFT[name][0](a, reg, eps, direction))
+    _check_gradient(fn, [tf.constant(x)])
+
+
+@pytest.mark.parametrize("decreasing", [True, False])
+@pytest.mark.parametrize("reg", REGS)
+def test_isotonic_gradient_finite_differences(mode, reg, decreasing):
+    rng = _rng(10)
+    y = _separated(rng, (2, 7))
+    w = _separated(rng, (2, 7))
+    if reg == "l2":
+        fn = mode(lambda a: tfsort.isotonic_regression(a, decreasing=decreasing))
+        _check_gradient(fn, [tf.constant(y)])
+    else:
+        fn = mode(lambda a, b: tfsort.isotonic_regression(a, b, "kl", decreasing=decreasing))
+        _check_gradient(fn, [tf.constant(y), tf.constant(w)])  # w.r.t. y and w
+
+
+def test_kl_soft_sort_gradient_at_eps_10(mode):
+    """The KL soft-sort VJP weights by softmax over the sorted values (design.md 3)."""
+    x = _separated(_rng(11), (3, 8)) * 4.0
+    fn = mode(lambda a: tfsort.soft_sort(a, "kl", 10.0))
+    _check_gradient(fn, [tf.constant(x)])
+    # and the blocks really pool at this scale (otherwise this test would not test that)
+    seg = tfsort._ops.ops.tf_sort_soft_sort(
+        tf.constant(x), regularization="kl", regularization_strength=10.0
+    )[2].numpy()
+    assert (seg.max(-1) < 7).all()
+
+
+def _first_grad(fn, c):
+    """g(x) = d/dx sum(c * fn(x)^2), computed with an inner tape (so its Jacobian is a
+    Hessian that involves both the gradient op's cotangent and its value inputs)."""
+
+    def g(*xs):
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            out = fn(*xs)
+            loss = tf.reduce_sum(c * out * out)
+        grads = tape.gradient(loss, xs)
+        return tf.concat([tf.reshape(t, [-1]) for t in grads], 0)
+
+    return g
+
+
+SECOND = [("soft_rank", "l2"), ("soft_rank", "kl"), ("soft_sort", "l2"), ("soft_sort", "kl"),
+          ("iso_l2", "l2"), ("iso_kl", "kl")]
+
+
+def _op_fn(name, reg, direction, eps=1.0):
+    if name in SOFT:
+        return lambda a: SOFT[name][0](a, reg, eps, direction)
+    dec = direction == "DESCENDING"
+    if name == "iso_l2":
+        return lambda a: tfsort.isotonic_regression(a, decreasing=dec)
+    return lambda a, b: tfsort.isotonic_regression(a, b, "kl", decreasing=dec)
+
+
+def _op_inputs(name, shape, seed, reg="l2", direction="ASCENDING"):
+    rng = _rng(seed)
+    x = _separated(rng, shape)
+    if name in SOFT:
+        x = _partially_pooled(name, reg, 1.0, direction, shape, seed)
+    xs = [tf.constant(x)]
+    if name == "iso_kl":
+        xs.append(tf.constant(_separated(rng, shape)))
+    return xs
+
+
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("name,reg", SECOND)
+def test_second_order_finite_differences(mode, name, reg, direction):
+    xs = _op_inputs(name, (2, 6), 12, reg, direction)
+    c = tf.constant(_rng(13).normal(size=(2, 6)))
+    g = mode(_first_grad(_op_fn(name, reg, direction), c))
+    _check_gradient(g, xs, tol=1e-5)
+
+
+@pytest.mark.parametrize("direction", DIRS)
+@pytest.mark.parametrize("name,reg", SECOND)
+def test_forward_mode_jvp_equals_jacobian(mode, name, reg, direction):
+    xs = _op_inputs(name, (2, 6), 14, reg, direction)
+    rng = _rng(15)
+    vs = tuple(tf.constant(rng.normal(size=(2, 6))) for _ in xs)
+    fn = _op_fn(name, reg, direction)
+
+    def jvp_and_jac(*xs):
+        with tf.autodiff.ForwardAccumulator(xs, vs) as acc:
+            out = fn(*xs)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(xs)
+            out2 = fn(*xs)
+        jac = [tape.jacobian(out2, x) for x in xs]
+        return acc.jvp(out), jac
+
+    jvp, jac = mode(jvp_and_jac)(*xs)
+    want = sum(
+        np.einsum("abij,ij->ab", j.numpy(), v.numpy()) for j, v in zip(jac, vs)
+    )
+    assert jvp is not None
+    _assert_close(jvp, want, 1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# torchsort README examples.
+
+X_README = [[8.0, 0.0, 5.0, 3.0, 2.0, 1.0, 6.0, 7.0, 9.0]]
+
+
+def test_torchsort_readme_examples(mode):
+    x = tf.constant(X_README)
+    rank = mode(lambda a: tfsort.soft_rank(a))(x)
+    np.testing.assert_allclose(rank, [[8, 1, 5, 4, 3, 2, 6, 7, 9]], atol=1e-6)
+    srt = mode(lambda a: tfsort.soft_sort(a))(x)
+    np.testing.assert_allclose(srt, [np.arange(9) + 0.5556], atol=1e-4)
+    r2 = mode(lambda a: tfsort.soft_rank(a, regularization_strength=2.0))(x)
+    want2 = ref.soft_rank(X_README[0], 2.0)
+    np.testing.assert_allclose(r2, [want2], rtol=1e-6)
+    np.testing.assert_allclose(
+        r2, [[6.7222, 2.7222, 5.2222, 4.2222, 3.7222, 3.2222, 5.7222, 6.2222, 7.2222]], atol=1e-4
+    )
+    rkl = mode(lambda a: tfsort.soft_rank(a, regularization="kl"))(x)
+    np.testing.assert_allclose(rkl, [ref.soft_rank(X_README[0], regularization="kl")], rtol=1e-6)
+    np.testing.assert_allclose(rkl, [[8, 1, 5, 4, 3, 2, 6, 7, 9]], atol=1e-4)
+
+
+def test_torchsort_readme_spearman(mode):
+    pred = tf.constant([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    target = tf.constant([[5.0, 6.0, 7.0, 8.0, 7.0]])
+
+    def f(p, t):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            rho = tfsort.spearmanr(p, t)
+        return rho, tape.gradient(rho, p)
+
+    rho, grad = mode(f)(pred, target)
+    assert rho.shape == (1,)
+    want = ref.spearmanr(pred.numpy()[0], target.numpy()[0])
+    np.testing.assert_allclose(rho, [want], rtol=1e-6)
+    np.testing.assert_allclose(rho, [0.8321], atol=1e-4)  # torchsort README
+    assert grad is not None
+    # torchsort README: (-5.5470e-02, ~0, 5.5470e-02, 1.1094e-01, -1.1094e-01)
+    np.testing.assert_allclose(
+        grad, [[-0.05547, 0.0, 0.05547, 0.11094, -0.11094]], atol=1e-5
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Extreme strengths and low precision.
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", sorted(SOFT))
+def test_kl_tiny_eps_has_finite_gradients(mode, name, dtype):
+    x = tf.constant(_with_ties(_rng(16), (3, 20)), dtype)
+
+    def f(a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = SOFT[name][0](a, "kl", 1e-4)
+            loss = tf.reduce_sum(out * tf.range(20, dtype=dtype))
+        return out, tape.gradient(loss, a)
+
+    out, grad = mode(f)(x)
+    assert np.isfinite(out.numpy()).all()
+    assert np.isfinite(grad.numpy()).all()
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0])
+@pytest.mark.parametrize("reg", REGS)
+@pytest.mark.parametrize("name", sorted(SOFT))
+def test_float16_large_row_accurate(mode, name, reg, eps):
+    x16 = tf.constant(_rng(17).uniform(-1000, 1000, size=(2, 5000)), tf.float16)
+    x64 = x16.numpy().astype(np.float64)  # the reference sees exactly the fp16 inputs
+    got = mode(lambda a: SOFT[name][0](a, reg, eps))(x16)
+    assert got.dtype == tf.float16
+    want = _ref_soft(name, x64, eps, reg, "ASCENDING")
+    # fp16 output rounding alone is a relative 2^-11 ~ 4.9e-4
+    np.testing.assert_allclose(got.numpy().astype(np.float64), want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("reg", REGS)
+@pytest.mark.parametrize("name", sorted(SOFT) + ["iso"])
+def test_low_precision_works(mode, name, reg, dtype):
+    rng = _rng(18)
+    xb = tf.constant(rng.normal(size=(3, 64)) * 10, dtype)
+    wb = tf.constant(rng.normal(size=(3, 64)), dtype)
+    x64 = tf.cast(xb, tf.float64).numpy()
+    w64 = tf.cast(wb, tf.float64).numpy()
+    if name == "iso":
+        call = (lambda a: tfsort.isotonic_regression(a)) if reg == "l2" else (
+            lambda a: tfsort.isotonic_regression(a, wb, "kl"))
+        want = (ref.along_axis(ref.isotonic_l2, x64) if reg == "l2"
+                else ref.along_axis2(ref.isotonic_kl, x64, w64))
+    else:
+        call = lambda a: SOFT[name][0](a, reg, 1.0)  # noqa: E731
+        want = _ref_soft(name, x64, 1.0, reg, "ASCENDING")
+
+    def f(a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = call(a)
+            loss = tf.reduce_sum(out * out)
+        return out, tape.gradient(loss, a)
+
+    out, grad = mode(f)(xb)
+    assert out.dtype == dtype and grad.dtype == dtype
+    assert np.isfinite(tf.cast(grad, tf.float32).numpy()).all()
+    np.testing.assert_allclose(
+        tf.cast(out, tf.float64).numpy(), want, rtol=1e-2, atol=1e-2 * np.abs(want).max()
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Bad input.
+
+_X = [[1.0, 2.0, 3.0]]
+_EPS = "regularization_strength"
+_W = [[0.0, 0.0, 0.0]]
+
+BAD = [
+    (lambda: tfsort.soft_rank(_X, regularization="l3"), ValueError, "regularization"),
+    (lambda: tfsort.soft_sort(_X, regularization="entropy"), ValueError, "regularization"),
+    (lambda: tfsort.isotonic_regression(_X, regularization="l1"), ValueError, "regularization"),
+    (lambda: tfsort.soft_rank(_X, direction="UP"), ValueError, "direction"),
+    (lambda: tfsort.soft_sort(_X, direction="sideways"), ValueError, "direction"),
+    (lambda: tfsort.soft_rank(_X, regularization_strength=0.0), ValueError, _EPS),
+    (lambda: tfsort.soft_sort(_X, regularization_strength=-1.0), ValueError, _EPS),
+    (lambda: tfsort.soft_rank(_X, regularization_strength=float("nan")), ValueError, _EPS),
+    (lambda: tfsort.soft_sort(_X, regularization_strength=float("inf")), ValueError, _EPS),
+    (lambda: tfsort.soft_rank(3.0), ValueError, "values"),
+    (lambda: tfsort.soft_sort(tf.constant(3.0)), ValueError, "values"),
+    (lambda: tfsort.isotonic_regression(3.0), ValueError, r"\by\b"),
+    (lambda: tfsort.isotonic_regression(_X, [[0.0, 0.0]], "kl"), ValueError, r"\bw\b"),
+    (lambda: tfsort.isotonic_regression(_X, _W, "l2"), ValueError, r"\bw\b"),
+    (lambda: tfsort.isotonic_regression(_X, None, "kl"), ValueError, r"\bw\b"),
+    (lambda: tfsort.soft_rank(_X, axis=2), ValueError, "axis"),
+    (lambda: tfsort.soft_sort(_X, axis=-3), ValueError, "axis"),
+    (lambda: tfsort.isotonic_regression(_X, axis=5), ValueError, "axis"),
+    (lambda: tfsort.soft_rank([[True, False]]), TypeError, "values"),
+    (lambda: tfsort.soft_sort(tf.constant([["a", "b"]])), TypeError, "values"),
+    (lambda: tfsort.soft_rank(tf.constant([[1 + 2j, 3j]])), TypeError, "values"),
+    (lambda: tfsort.isotonic_regression(np.array([[1 + 1j]])), TypeError, r"\by\b"),
+    (lambda: tfsort.isotonic_regression(_X, decreasing="yes"), TypeError, "decreasing"),
+    (lambda: tfsort.spearmanr([[1.0, 2.0]], [[1.0, 2.0, 3.0]]), ValueError, "pred and target"),
+]
+
+
+@pytest.mark.parametrize("call,exc,match", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_input_raises_naming_argument(mode, call, exc, match):
+    with pytest.raises(exc, match=match):
+        mode(call)()
+
+
+def test_w_shape_mismatch_with_unknown_shapes_raises():
+    spec = tf.TensorSpec([None, None], tf.float32)
+    fn = tf.function(
+        lambda a, b: tfsort.isotonic_regression(a, b, "kl"), input_signature=[spec, spec]
+    )
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"\bw\b.*shape"):
+        fn(tf.zeros([2, 5]), tf.zeros([2, 4]))
+
+
+# --------------------------------------------------------------------------------------
+# Conversions and degenerate shapes.
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[[3, 1, 2]], np.array([[3, 1, 2]], np.int64), tf.constant([[3, 1, 2]], tf.int32),
+     [[3.0, 1.0, 2.0]]],
+    ids=["pylist_int", "np_int64", "tf_int32", "pylist_float"],
+)
+def test_ints_and_lists_become_float32(mode, values):
+    for fn in (tfsort.soft_rank, tfsort.soft_sort, tfsort.isotonic_regression):
+        out = mode(lambda: fn(values))()
+        assert out.dtype == tf.float32
+    r = tfsort.soft_rank(values, regularization_strength=1e-3)
+    np.testing.assert_allclose(r, [[3, 1, 2]], atol=1e-5)
+    assert tfsort.spearmanr(values, values).dtype == tf.float32
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0,), (3, 1), (1,)], ids=str)
+@pytest.mark.parametrize("name,reg", OPS)
+def test_empty_and_n1(mode, name, reg, shape):
+    rng = _rng(19)
+    x = tf.constant(rng.normal(size=shape))
+    w = tf.constant(rng.normal(size=shape))
+
+    def f(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch([a, b])
+            out = _call(name, a, -1, reg, "ASCENDING", b)
+            loss = tf.reduce_sum(out)
+        return out, tape.gradient(loss, [a, b])
+
+    out, (ga, gb) = mode(f)(x, w)
+    assert out.shape == shape
+    assert ga is not None and ga.shape == shape
+    n = shape[-1]
+    if n == 1:
+        if name == "soft_rank":
+            np.testing.assert_array_equal(out, np.ones(shape))
+            np.testing.assert_array_equal(ga, np.zeros(shape))
+        elif name == "iso_kl":
+            np.testing.assert_allclose(out, x - w, rtol=1e-15)  # v = y - w
+            np.testing.assert_allclose(ga, np.ones(shape))
+            np.testing.assert_allclose(gb, -np.ones(shape))
+        else:
+            np.testing.assert_allclose(out, x, rtol=1e-15)
+            np.testing.assert_allclose(ga, np.ones(shape))
+    if name == "iso_kl":
+        assert gb is not None and gb.shape == shape
+
+
+@pytest.mark.parametrize("name", sorted(SOFT))
+def test_gradient_is_zero_tensor_not_none(mode, name):
+    """soft_rank at tiny eps is locally constant: its gradient is zeros, not None."""
+    x = tf.constant(_separated(_rng(20), (2, 5)))
+
+    def f(a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = tfsort.soft_rank(a, regularization_strength=1e-3)
+        return tape.gradient(out, a)
+
+    g = mode(f)(x)
+    assert g is not None
+    np.testing.assert_array_equal(g, np.zeros((2, 5)))
+
+
+# --------------------------------------------------------------------------------------
+# NaN / inf policy.
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name,reg", OPS)
+def test_nonfinite_row_isolated(mode, name, reg, bad):
+    rng = _rng(21)
+    x = _with_ties(rng, (4, 7))
+    w = rng.normal(size=(4, 7))
+    x_bad = x.copy()
+    x_bad[1, 3] = bad
+    good = [0, 2, 3]
+
+    def f(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = _call(name, a, -1, reg, "ASCENDING", b)
+            loss = tf.reduce_sum(out * out)
+        return out, tape.gradient(loss, a)
+
+    fn = mode(f)
+    out, grad = fn(tf.constant(x_bad), tf.constant(w))
+    out_ok, grad_ok = fn(tf.constant(x[good]), tf.constant(w[good]))
+    np.testing.assert_array_equal(out.numpy()[good], out_ok.numpy())  # bit-identical
+    np.testing.assert_array_equal(grad.numpy()[good], grad_ok.numpy())
+    assert np.isnan(out.numpy()[1]).all()
+    assert np.isnan(grad.numpy()[1]).all()
+
+
+def test_nonfinite_w_row_isolated(mode):
+    rng = _rng(22)
+    y = rng.normal(size=(3, 6))
+    w = rng.normal(size=(3, 6))
+    w_bad = w.copy()
+    w_bad[0, 0] = np.nan
+    fn = mode(lambda a, b: tfsort.isotonic_regression(a, b, "kl"))
+    out = fn(tf.constant(y), tf.constant(w_bad)).numpy()
+    ok = fn(tf.constant(y[1:]), tf.constant(w[1:])).numpy()
+    np.testing.assert_array_equal(out[1:], ok)
+    assert np.isnan(out[0]).all()
+
+
+def test_nonfinite_segments_are_minus_one():
+    x = tf.constant([[1.0, np.nan, 2.0], [3.0, 1.0, 2.0]])
+    _, seg = tfsort._ops.ops.tf_sort_isotonic_l2(x)
+    np.testing.assert_array_equal(seg.numpy()[0], [-1, -1, -1])
+    assert (seg.numpy()[1] >= 0).all()
+
+
+# --------------------------------------------------------------------------------------
+# Determinism and thread independence.
+
+
+@pytest.mark.parametrize("name,reg", OPS)
+def test_deterministic_and_rowwise(name, reg):
+    rng = _rng(23)
+    x = tf.constant(_with_ties(rng, (512, 300)).astype(np.float32))
+    w = tf.constant(rng.normal(size=(512, 300)).astype(np.float32))
+
+    def f(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = _call(name, a, -1, reg, "ASCENDING", b)
+            loss = tf.reduce_sum(out * out)
+        return out, tape.gradient(loss, a)
+
+    out1, g1 = f(x, w)
+    out2, g2 = f(x, w)
+    np.testing.assert_array_equal(out1, out2)
+    np.testing.assert_array_equal(g1, g2)
+    # Each row alone runs on one shard: the batched result must not depend on sharding.
+    for r in range(0, 512, 37):
+        o, g = f(x[r : r + 1], w[r : r + 1])
+        np.testing.assert_array_equal(out1.numpy()[r : r + 1], o)
+        np.testing.assert_array_equal(g1.numpy()[r : r + 1], g)
+
+
+# --------------------------------------------------------------------------------------
+# Spearman.
+
+
+@pytest.mark.parametrize("reg", REGS)
+def test_spearman_constant_row_is_zero_with_finite_gradients(mode, reg):
+    pred = tf.constant([[2.0, 2.0, 2.0, 2.0], [1.0, 3.0, 2.0, 4.0], [1.0, 2.0, 3.0, 4.0]])
+    target = tf.constant([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [1.0, 3.0, 2.0, 4.0]])
+
+    def f(p, t):
+        with tf.GradientTape() as tape:
+            tape.watch([p, t])
+            rho = tfsort.spearmanr(p, t, regularization=reg)
+        return rho, tape.gradient(rho, [p, t])
+
+    rho, (gp, gt) = mode(f)(pred, target)
+    np.testing.assert_array_equal(rho.numpy()[:2], [0.0, 0.0])
+    assert np.isfinite(rho.numpy()).all()
+    assert np.isfinite(gp.numpy()).all() and np.isfinite(gt.numpy()).all()
+    want = ref.spearmanr(pred.numpy()[2], target.numpy()[2], regularization=reg)
+    np.testing.assert_allclose(rho.numpy()[2], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("direction", DIRS)
+def test_spearman_matches_scipy_at_small_eps(mode, direction):
+    rng = _rng(24)
+    p = _separated(rng, (5, 15))
+    t = _separated(rng, (5, 15))
+    rho = mode(
+        lambda a, b: tfsort.spearmanr(a, b, regularization_strength=1e-3, direction=direction)
+    )(
+        tf.constant(p), tf.constant(t)
+    )
+    want = [scipy.stats.spearmanr(a, b).statistic for a, b in zip(p, t)]
+    np.testing.assert_allclose(rho, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reg", REGS)
+def test_spearman_axis0_matches_reference(mode, reg):
+    rng = _rng(25)
+    p = _with_ties(rng, (9, 4))
+    t = _with_ties(rng, (9, 4))
+    rho = mode(lambda a, b: tfsort.spearmanr(a, b, axis=0, regularization=reg))(
+        tf.constant(p), tf.constant(t)
+    )
+    assert rho.shape == (4,)
+    want = [ref.spearmanr(p[:, j], t[:, j], regularization=reg) for j in range(4)]
+    np.testing.assert_allclose(rho, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reg", REGS)
+def test_spearman_gradient_finite_differences(mode, reg):
+    """Row 0 is symmetric, so its middle soft rank equals the row mean exactly: its
+    gradient must still flow (a centring that zeroes 'tiny' deviations would cut it)."""
+    pred = tf.constant([[-0.5, 0.0, 0.5], [0.3, -1.2, 0.8]], tf.float64)
+    target = tf.constant([[0.3, -0.2, 0.9], [1.0, 0.1, -0.4]], tf.float64)
+    fn = mode(lambda p, t: tfsort.spearmanr(p, t, regularization=reg))
+    _check_gradient(fn, [pred, target])
+
+
+@pytest.mark.parametrize(
+    "name,x,eps",
+    [("soft_rank", [5.0, 4.0, 3.0, 3.0, 4.1, 0.7], 0.3), ("soft_sort", [0.0, 10.0], 0.3),
+     ("soft_sort", [0.0, 10.0], 0.1)],
+)
+def test_float64_strength_not_rounded_to_float32(mode, name, x, eps):
+    """float64 inputs compute in float64: eps must not pass through a float32 attr."""
+    got = mode(lambda a: SOFT[name][0](a, regularization_strength=eps))(tf.constant(x, tf.float64))
+    np.testing.assert_allclose(got, SOFT[name][1](x, eps), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name,reg", [("soft_rank", "l2"), ("soft_sort", "kl")])
+def test_string_arguments_case_insensitive(mode, name, reg):
+    x = tf.constant(_with_ties(_rng(26), (2, 7)))
+    canon = SOFT[name][0](x, reg, 0.5, "DESCENDING")
+    other = mode(lambda a: SOFT[name][0](a, reg.upper(), 0.5, "descending"))(x)
+    np.testing.assert_array_equal(canon, other)
+
+
+@pytest.mark.parametrize("name,reg", OPS)
+def test_unknown_rank_in_tf_function(name, reg):
+    spec = tf.TensorSpec(None, tf.float64)
+    fn = tf.function(
+        lambda a, b: _call(name, a, -1, reg, "ASCENDING", b), input_signature=[spec, spec]
+    )
+    rng = _rng(27)
+    x = _with_ties(rng, (2, 3, 6))
+    w = rng.normal(size=(2, 3, 6))
+    _assert_close(fn(tf.constant(x), tf.constant(w)), _ref_call(name, x, -1, reg, "ASCENDING", w),
+                  TOL[tf.float64])
