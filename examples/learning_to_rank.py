@@ -55,7 +55,8 @@ def main():
 
     print(f"{len(x_tr)} training / {len(x_te)} test queries of {ITEMS} documents, grades 0..4")
     print(f"{'model':>22}  NDCG@5  NDCG@10")
-    print(f"{'true relevance model':>22}  {ndcg_at(g_te, oracle, 5):.4f}  {ndcg_at(g_te, oracle, 10):.4f}")
+    oracle_5, oracle_10 = ndcg_at(g_te, oracle, 5), ndcg_at(g_te, oracle, 10)
+    print(f"{'true relevance model':>22}  {oracle_5:.4f}  {oracle_10:.4f}")
     for name, loss in [
         ("MSE on grades", "mse"),
         ("SoftNDCGLoss (k=10)", tfsort.losses.SoftNDCGLoss(regularization_strength=0.1, k=10)),

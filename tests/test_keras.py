@@ -28,6 +28,12 @@ needs_xla = pytest.mark.skipif(not HAS_XLA, reason="tfsort._xla not merged yet")
 MODES = ["eager", "function"]
 
 
+def spearman_01():
+    return losses.SpearmanLoss(regularization_strength=0.1)
+
+
+
+
 def run(mode, fn, *args):
     """Calls fn eagerly or inside a tf.function."""
     if mode == "function":
@@ -43,7 +49,10 @@ def rng(seed=0):
 # --------------------------------------------------------------------------- config
 
 CLASSES = [
-    (layers.SoftSort, dict(regularization="kl", regularization_strength=0.5, direction="descending")),
+    (
+        layers.SoftSort,
+        dict(regularization="kl", regularization_strength=0.5, direction="descending"),
+    ),
     (layers.SoftRank, dict(regularization_strength=0.1, axis=1)),
     (layers.DiffSort, dict(network="odd_even", relaxation="logistic", steepness=5.0)),
     (layers.SoftTopK, dict(k=3, regularization_strength=0.2, method="sparse")),
@@ -151,7 +160,7 @@ def test_fit_spearman_loss_with_soft_sort_layer_decreases_loss():
     keras.utils.set_random_seed(0)
     x, y = _ranking_data()
     model = _ranking_model()
-    model.compile(keras.optimizers.Adam(0.05), loss=losses.SpearmanLoss(regularization_strength=0.1))
+    model.compile(keras.optimizers.Adam(0.05), loss=spearman_01())
     hist = model.fit(x, y, batch_size=16, epochs=6, verbose=0).history["loss"]
     assert np.all(np.isfinite(hist))
     assert hist[-1] < hist[0] - 0.1, hist
@@ -177,7 +186,9 @@ def test_keras_save_load_round_trip(tmp_path):
     assert isinstance(loaded.loss, losses.SpearmanLoss)
     assert loaded.loss.regularization_strength == 0.5
     # Both evaluate to the same loss and metric after the reload.
-    np.testing.assert_allclose(loaded.evaluate(x, x, verbose=0), model.evaluate(x, x, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.evaluate(x, x, verbose=0), model.evaluate(x, x, verbose=0), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -191,7 +202,7 @@ def test_mixed_precision_trains(policy):
         sort_layer = [l for l in model.layers if isinstance(l, layers.SoftSort)][0]
         assert sort_layer.compute_dtype == policy.split("_")[1]
         assert model(x[:2]).dtype == policy.split("_")[1]
-        model.compile(keras.optimizers.Adam(0.05), loss=losses.SpearmanLoss(regularization_strength=0.1))
+        model.compile(keras.optimizers.Adam(0.05), loss=spearman_01())
         hist = model.fit(x, y, batch_size=16, epochs=4, verbose=0).history["loss"]
         assert np.all(np.isfinite(hist)) and hist[-1] < hist[0], hist
     finally:
@@ -205,7 +216,7 @@ def test_jit_compile_with_spearman_loss():
     inp = keras.Input((8, 3))
     out = keras.layers.Reshape((8,))(keras.layers.Dense(1)(inp))
     model = keras.Model(inp, out)
-    model.compile(keras.optimizers.Adam(0.05), loss=losses.SpearmanLoss(regularization_strength=0.1),
+    model.compile(keras.optimizers.Adam(0.05), loss=spearman_01(),
                   jit_compile=True)
     hist = model.fit(x, y, batch_size=16, epochs=4, verbose=0).history["loss"]
     assert model.jit_compile
@@ -215,7 +226,7 @@ def test_jit_compile_with_spearman_loss():
 def test_mirrored_strategy_in_subprocess():
     """tests/test_distribute.py needs 2 logical CPUs, set before TF starts: own process."""
     here = os.path.dirname(os.path.abspath(__file__))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TFSORT_RUN_DISTRIBUTE": "1"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
          os.path.join(here, "test_distribute.py")],
@@ -368,7 +379,8 @@ def test_diff_sort_layer_save_load(tmp_path):
     x = rng(9).normal(size=(4, 5)).astype("float32")
     path = str(tmp_path / "d.keras")
     model.save(path)
-    np.testing.assert_allclose(keras.models.load_model(path)(x).numpy(), model(x).numpy(), rtol=1e-6)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded(x).numpy(), model(x).numpy(), rtol=1e-6)
 
 
 @needs_soft_topk
@@ -411,3 +423,27 @@ def test_top_k_cross_entropy_trains():
     model.compile(keras.optimizers.Adam(0.05), loss=losses.TopKCrossEntropy(k=2))
     hist = model.fit(x, y, batch_size=16, epochs=5, verbose=0).history["loss"]
     assert np.all(np.isfinite(hist)) and hist[-1] < hist[0], hist
+
+
+# --------------------------------------------------------------------------- docstrings
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    needs = {
+        "DiffSort": HAS_DIFF_SORT,
+        "SoftTopK": HAS_SOFT_TOPK,
+        "TopKCrossEntropy": HAS_SOFT_TOPK,
+    }
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    ran = 0
+    for module in (layers, losses, metrics):
+        for test in finder.find(module, globs={"tfsort": tfsort, "np": np, "tf": tf}):
+            if not test.examples or not needs.get(test.name.split(".")[-1], True):
+                continue
+            runner.run(test)
+            ran += 1
+    assert ran >= 5
+    assert runner.summarize(verbose=False).failed == 0
