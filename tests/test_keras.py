@@ -191,6 +191,25 @@ def test_keras_save_load_round_trip(tmp_path):
     )
 
 
+def test_saved_model_export_reload_outputs_and_gradients(tmp_path):
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((6,))
+    out = layers.SoftRank(regularization_strength=0.5)(keras.layers.Dense(6)(inp))
+    model = keras.Model(inp, layers.SoftSort(regularization_strength=0.5)(out))
+    path = str(tmp_path / "exported")
+    model.export(path, verbose=False)
+    reloaded = tf.saved_model.load(path)
+    x = tf.constant(rng().normal(size=(3, 6)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        want, got = model(x), reloaded.serve(x)
+        want_sum, got_sum = tf.reduce_sum(want * want), tf.reduce_sum(got * got)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        tape.gradient(got_sum, x).numpy(), tape.gradient(want_sum, x).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_trains(policy):
     before = keras.mixed_precision.global_policy()
