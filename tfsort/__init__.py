@@ -6,11 +6,15 @@ is all that is needed before loading a SavedModel or .keras file that uses them.
 
 from tfsort import _ops  # noqa: F401  (loads the op library first)
 from tfsort.isotonic import isotonic_regression, soft_rank, soft_sort, spearmanr
+from tfsort import layers, losses, metrics  # noqa: E402  (Keras classes; after the functions)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "isotonic_regression",
+    "layers",
+    "losses",
+    "metrics",
     "soft_rank",
     "soft_sort",
     "spearmanr",
