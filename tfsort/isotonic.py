@@ -68,7 +68,7 @@ def soft_rank(
         values,
         axis,
         lambda x: _raw.tf_sort_soft_rank(
-            x, regularization=reg, regularization_strength=eps, descending=desc
+            x, _utils.strength_tensor(eps), regularization=reg, descending=desc
         )[0],
     )
 
@@ -110,7 +110,7 @@ def soft_sort(
         values,
         axis,
         lambda x: _raw.tf_sort_soft_sort(
-            x, regularization=reg, regularization_strength=eps, descending=desc
+            x, _utils.strength_tensor(eps), regularization=reg, descending=desc
         )[0],
     )
 
@@ -243,7 +243,7 @@ def _pearson(a, b, axis):
 # written below in composite TF ops (it only runs when a second derivative is taken).
 
 
-_SOFT_ATTRS = ("regularization", "regularization_strength", "descending")
+_SOFT_ATTRS = ("regularization", "descending")
 
 
 def _soft_attrs(op):
@@ -251,7 +251,7 @@ def _soft_attrs(op):
 
     In eager mode the tape hands gradient functions a mock op whose `attrs` is the flat
     (name, value, ...) tuple the op ran with; reading it directly is several microseconds
-    cheaper per call than three get_attr lookups, which matters at small shapes.
+    cheaper per call than get_attr lookups, which matters at small shapes.
     """
     flat = op.attrs if type(op).__name__ == "_MockOp" else None
     if flat is not None:
@@ -266,41 +266,47 @@ def _soft_attrs(op):
 
 @tf.RegisterGradient("TFSort>SoftRank")
 def _soft_rank_grad(op, grad, _unused_perm_grad, _unused_seg_grad):
-    return _raw.tf_sort_soft_rank_grad(
-        grad, op.inputs[0], op.outputs[1], op.outputs[2], **_soft_attrs(op)
-    )
+    values, eps = op.inputs
+    return [
+        _raw.tf_sort_soft_rank_grad(grad, values, eps, op.outputs[1], op.outputs[2], **_soft_attrs(op)),
+        None,
+    ]
 
 
 @tf.RegisterGradient("TFSort>SoftSort")
 def _soft_sort_grad(op, grad, _unused_perm_grad, _unused_seg_grad):
-    return _raw.tf_sort_soft_sort_grad(
-        grad, op.inputs[0], op.outputs[1], op.outputs[2], **_soft_attrs(op)
-    )
+    values, eps = op.inputs
+    return [
+        _raw.tf_sort_soft_sort_grad(grad, values, eps, op.outputs[1], op.outputs[2], **_soft_attrs(op)),
+        None,
+    ]
 
 
 @tf.RegisterGradient("TFSort>SoftRankGrad")
 def _soft_rank_grad_grad(op, hess):
-    grad, values, perm, seg = op.inputs
+    grad, values, eps, perm, seg = op.inputs
     attrs = _soft_attrs(op)
-    d_grad = _raw.tf_sort_soft_rank_grad(hess, values, perm, seg, **attrs)
+    d_grad = _raw.tf_sort_soft_rank_grad(hess, values, eps, perm, seg, **attrs)
     if attrs["regularization"] == "kl":
-        d_values = _kl_rank_second_order(hess, grad, values, perm, seg, attrs)
+        d_values = _kl_rank_second_order(hess, grad, values, eps, perm, seg, attrs)
     else:
         d_values = tf.zeros_like(values)
-    return [d_grad, d_values, None, None]
+    return [d_grad, d_values, None, None, None]
 
 
 @tf.RegisterGradient("TFSort>SoftSortGrad")
 def _soft_sort_grad_grad(op, hess):
-    grad, values, perm, seg = op.inputs
+    grad, values, eps, perm, seg = op.inputs
     attrs = _soft_attrs(op)
     adjoint = op.get_attr("adjoint")
-    d_grad = _raw.tf_sort_soft_sort_grad(hess, values, perm, seg, adjoint=not adjoint, **attrs)
+    d_grad = _raw.tf_sort_soft_sort_grad(
+        hess, values, eps, perm, seg, adjoint=not adjoint, **attrs
+    )
     if attrs["regularization"] == "kl":
         d_values = _kl_sort_second_order(hess, grad, values, perm, seg, attrs, adjoint)
     else:
         d_values = tf.zeros_like(values)
-    return [d_grad, d_values, None, None]
+    return [d_grad, d_values, None, None, None]
 
 
 @tf.RegisterGradient("TFSort>IsotonicL2")
@@ -373,13 +379,13 @@ class _Rows:
         return tf.cast(out, dtype)
 
 
-def _sorted_view(values, perm, attrs, rank):
+def _sorted_view(values, perm, attrs, rank, eps=None):
     """Returns (s, c, compute dtype): s = c * values[perm] in compute precision."""
     dtype = values.dtype
     compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
     desc = attrs["descending"]
     if rank:
-        c = (-1.0 if desc else 1.0) / attrs["regularization_strength"]
+        c = (-1.0 if desc else 1.0) / tf.cast(eps, compute)
     else:
         c = 1.0 if desc else -1.0
     x = tf.gather(tf.cast(values, compute), perm, batch_dims=values.shape.rank - 1)
@@ -392,10 +398,10 @@ def _unsort(v, perm):
     return tf.gather(v, inv, batch_dims=v.shape.rank - 1)
 
 
-def _kl_rank_second_order(hess, grad, values, perm, seg, attrs):
+def _kl_rank_second_order(hess, grad, values, eps, perm, seg, attrs):
     # In sorted coordinates the KL soft-rank VJP is c W_B (diag(p) - p p^T) u; its
     # derivative along s, contracted with h, is c W_B p_k [(h_k - E h)(u_k - E u) - Cov(h, u)].
-    s, c, compute = _sorted_view(values, perm, attrs, rank=True)
+    s, c, compute = _sorted_view(values, perm, attrs, rank=True, eps=eps)
     b = values.shape.rank - 1
     u = tf.gather(tf.cast(grad, compute), perm, batch_dims=b)
     h = tf.gather(tf.cast(hess, compute), perm, batch_dims=b)

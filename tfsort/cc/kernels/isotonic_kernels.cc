@@ -317,19 +317,24 @@ class IsotonicKLGradOp : public OpKernel {
 struct SoftAttrs {
   bool kl = false;
   bool descending = false;
-  float strength = 1.0f;
 };
 
 bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
   if (!ParseRegularization(ctx, &a->kl)) return false;
-  if (!Ok(ctx, ctx->GetAttr("descending", &a->descending))) return false;
-  if (!Ok(ctx, ctx->GetAttr("regularization_strength", &a->strength))) return false;
-  if (!(a->strength > 0.0f) || !std::isfinite(a->strength)) {
-    ctx->CtxFailure(InvalidArgument(
-        "regularization_strength must be positive and finite, got ", a->strength));
-    return false;
+  return Ok(ctx, ctx->GetAttr("descending", &a->descending));
+}
+
+// Reads the scalar float64 input regularization_strength; it must be positive and finite.
+::tensorflow::Status GetStrength(const Tensor& t, double* eps) {
+  if (t.dims() != 0) {
+    return InvalidArgument("regularization_strength must be a scalar, got shape ",
+                           t.shape().DebugString());
   }
-  return true;
+  *eps = t.scalar<double>()();
+  if (!(*eps > 0.0) || !std::isfinite(*eps)) {
+    return InvalidArgument("regularization_strength must be positive and finite, got ", *eps);
+  }
+  return ::tensorflow::Status();
 }
 
 template <typename T, bool kRank>
@@ -345,6 +350,8 @@ class SoftSortRankOp : public OpKernel {
     const Tensor& x_t = ctx->input(0);
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetStrength(ctx->input(1), &eps));
     Tensor* out_t = nullptr;
     Tensor* perm_t = nullptr;
     Tensor* seg_t = nullptr;
@@ -358,7 +365,8 @@ class SoftSortRankOp : public OpKernel {
     int32_t* perm = perm_t->flat<int32_t>().data();
     int32_t* seg = seg_t->flat<int32_t>().data();
     const SoftAttrs at = attrs_;
-    const A inv_eps = A(1) / static_cast<A>(at.strength);
+    // Divide by eps (not multiply by 1 / eps) to match x / eps to the last bit.
+    const A eps_a = static_cast<A>(eps);
     // rank: z = sign * x / eps sorted descending, sign = +1 for ascending ranks.
     // sort: s = sign * x sorted descending, sign = -1 for an ascending sort.
     const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
@@ -383,7 +391,7 @@ class SoftSortRankOp : public OpKernel {
         A* y = buf.y.data();
         A* v = buf.sol.data();
         if (kRank) {
-          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]) * inv_eps;
+          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]) / eps_a;
           if (at.kl) {
             // r = exp(s - v), v = isotonic_kl(s, log rho).
             for (int i = 0; i < n; ++i) y[i] = std::log(static_cast<A>(n - i));
@@ -398,7 +406,7 @@ class SoftSortRankOp : public OpKernel {
         } else {
           for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]);
           // y = rho / eps.
-          for (int i = 0; i < n; ++i) y[i] = static_cast<A>(n - i) * inv_eps;
+          for (int i = 0; i < n; ++i) y[i] = static_cast<A>(n - i) / eps_a;
           if (at.kl) {
             isotonic::PavKL<A>(y, s, n, v, sr, buf.pav());
           } else {
@@ -429,10 +437,12 @@ class SoftSortRankGradOp : public OpKernel {
     using A = typename Acc<T>::type;
     const Tensor& g_t = ctx->input(0);
     const Tensor& x_t = ctx->input(1);
-    const Tensor& perm_t = ctx->input(2);
-    const Tensor& seg_t = ctx->input(3);
+    const Tensor& perm_t = ctx->input(3);
+    const Tensor& seg_t = ctx->input(4);
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetStrength(ctx->input(2), &eps));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", perm_t, "permutation"));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
@@ -447,7 +457,8 @@ class SoftSortRankGradOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     const SoftAttrs at = attrs_;
     const bool adjoint = adjoint_;
-    const A inv_eps = A(1) / static_cast<A>(at.strength);
+    // Divide by eps (not multiply by 1 / eps) to match x / eps to the last bit.
+    const A eps_a = static_cast<A>(eps);
     const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
     std::atomic<bool> bad_perm{false};
     ForRows(ctx, rs.rows, 30 * static_cast<int64_t>(n) + 100, [&](int64_t begin, int64_t end) {
@@ -469,14 +480,14 @@ class SoftSortRankGradOp : public OpKernel {
           // u = P g (sorted order); result = sign/eps * P^T M u.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[pr[i]]);
           if (at.kl) {
-            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]) * inv_eps;
+            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]) / eps_a;
             isotonic::KLRankVjp(sr, n, s.data(), u.data(), p.data());
           } else {
             for (int i = 0; i < n; ++i) p[i] = u[i];
             isotonic::BlockMean(sr, n, p.data());
             for (int i = 0; i < n; ++i) u[i] -= p[i];
           }
-          for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(sign * inv_eps * u[i]);
+          for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(sign * u[i] / eps_a);
         } else if (!adjoint) {
           // grad in sorted order -> gradient w.r.t. values.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[i]);

@@ -24,6 +24,14 @@ Status SameShapeAsFirst(InferenceContext* c, std::initializer_list<int> same,
   return Status();
 }
 
+// As SameShapeAsFirst, and input `strength` (regularization_strength) must be a scalar.
+Status SoftShape(InferenceContext* c, int strength, std::initializer_list<int> same,
+                 int num_outputs) {
+  ShapeHandle unused;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(strength), 0, &unused));
+  return SameShapeAsFirst(c, same, num_outputs);
+}
+
 }  // namespace
 
 REGISTER_OP("TFSort>IsotonicL2")
@@ -84,45 +92,46 @@ grad_y_i = sum_{j in B} softmax(y_B)_j grad_j, grad_w_i = -sum_{j in B} softmax(
 
 REGISTER_OP("TFSort>SoftRank")
     .Input("values: T")
+    .Input("regularization_strength: double")
     .Output("ranks: T")
     .Output("permutation: int32")
     .Output("segments: int32")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
-    .Attr("regularization_strength: float = 1.0")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 3); })
+    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 3); })
     .Doc(R"doc(
 Fused soft rank along the last axis: sort, one PAV pass and un-permute in one kernel.
-Ranks start at 1. permutation (sorted position -> input index) and segments (PAV block id
+Ranks start at 1. regularization_strength (eps) is a float64 scalar tensor, so float64
+inputs see it unrounded (a float attr would round it to float32). permutation (sorted position -> input index) and segments (PAV block id
 per sorted position) are kept for the gradient.
 )doc");
 
 REGISTER_OP("TFSort>SoftRankGrad")
     .Input("grad: T")
     .Input("values: T")
+    .Input("regularization_strength: double")
     .Input("permutation: int32")
     .Input("segments: int32")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
-    .Attr("regularization_strength: float = 1.0")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {1, 2, 3}, 1); })
+    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 2, {1, 3, 4}, 1); })
     .Doc(R"doc(
 VJP of SoftRank. Linear in grad and self-adjoint for both regularizations.
 )doc");
 
 REGISTER_OP("TFSort>SoftSort")
     .Input("values: T")
+    .Input("regularization_strength: double")
     .Output("sorted: T")
     .Output("permutation: int32")
     .Output("segments: int32")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
-    .Attr("regularization_strength: float = 1.0")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 3); })
+    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 3); })
     .Doc(R"doc(
 Fused soft sort along the last axis (ascending unless `descending`).
 )doc");
@@ -130,17 +139,17 @@ Fused soft sort along the last axis (ascending unless `descending`).
 REGISTER_OP("TFSort>SoftSortGrad")
     .Input("grad: T")
     .Input("values: T")
+    .Input("regularization_strength: double")
     .Input("permutation: int32")
     .Input("segments: int32")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
-    .Attr("regularization_strength: float = 1.0")
     .Attr("descending: bool = false")
     .Attr("adjoint: bool = false")
     .SetShapeFn([](InferenceContext* c) {
       // grad lives in sorted order, the output in input order; both have the input's shape.
-      return SameShapeAsFirst(c, {1, 2, 3}, 1);
+      return SoftShape(c, 2, {1, 3, 4}, 1);
     })
     .Doc(R"doc(
 VJP of SoftSort (grad in sorted order -> gradient w.r.t. values). With adjoint=true it maps
