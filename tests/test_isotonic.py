@@ -47,6 +47,13 @@ def _separated(rng, shape, gap=0.37):
     return out.reshape(shape)
 
 
+def _raw_segments(op, x, eps, **attrs):
+    """PAV block id per sorted position, unpacked from a fused op's aux output (block
+    starts are flagged in the sign bit)."""
+    aux = op(tf.constant(x), tf.constant(eps, tf.float64), num_aux=1, **attrs)[1][0].numpy()
+    return np.cumsum(aux < 0, axis=-1) - 1
+
+
 def _partially_pooled(name, reg, eps, direction, shape, seed):
     """Separated inputs, scaled so every row's PAV pass pools some items but not all.
 
@@ -57,8 +64,8 @@ def _partially_pooled(name, reg, eps, direction, shape, seed):
     raw = tfsort._ops.ops
     op = raw.tf_sort_soft_rank if name == "soft_rank" else raw.tf_sort_soft_sort
     for scale in np.geomspace(1e-3, 1e4, 281):
-        seg = op(tf.constant(base * scale), regularization=reg, regularization_strength=eps,
-                 descending=direction == "DESCENDING")[2].numpy()
+        seg = _raw_segments(op, base * scale, eps, regularization=reg,
+                            descending=direction == "DESCENDING")
         blocks = seg.reshape(-1, shape[-1]).max(-1) + 1
         if ((blocks >= 2) & (blocks < shape[-1])).all():
             return base * scale
@@ -288,9 +295,7 @@ def test_kl_soft_sort_gradient_at_eps_10(mode):
     fn = mode(lambda a: tfsort.soft_sort(a, "kl", 10.0))
     _check_gradient(fn, [tf.constant(x)])
     # and the blocks really pool at this scale (otherwise this test would not test that)
-    seg = tfsort._ops.ops.tf_sort_soft_sort(
-        tf.constant(x), regularization="kl", regularization_strength=10.0
-    )[2].numpy()
+    seg = _raw_segments(tfsort._ops.ops.tf_sort_soft_sort, x, 10.0, regularization="kl")
     assert (seg.max(-1) < 7).all()
 
 
@@ -765,3 +770,39 @@ def test_unknown_rank_in_tf_function(name, reg):
     w = rng.normal(size=(2, 3, 6))
     _assert_close(fn(tf.constant(x), tf.constant(w)), _ref_call(name, x, -1, reg, "ASCENDING", w),
                   TOL[tf.float64])
+
+
+@pytest.mark.parametrize("reg", REGS)
+@pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
+def test_recomputed_and_stored_aux_give_identical_gradients(name, reg):
+    """Small eager calls drop the aux output and the gradient op re-sorts; both paths
+    must agree bit for bit (incl. ties and a NaN row)."""
+    raw = tfsort._ops.ops
+    fwd = getattr(raw, f"tf_sort_{name}")
+    bwd = getattr(raw, f"tf_sort_{name}_grad")
+    x = np.round(_rng(3).normal(size=(4, 33)), 1)  # rounding makes ties
+    x[2, 5] = np.nan
+    x = tf.constant(x)
+    g = tf.constant(_rng(4).normal(size=(4, 33)))
+    eps = tf.constant(0.7, tf.float64)
+    out0, aux0 = fwd(x, eps, num_aux=0, regularization=reg)
+    out1, aux1 = fwd(x, eps, num_aux=1, regularization=reg)
+    assert aux0 == [] and len(aux1) == 1
+    np.testing.assert_array_equal(out0.numpy(), out1.numpy())
+    g0 = bwd(g, x, eps, aux0, regularization=reg).numpy()
+    g1 = bwd(g, x, eps, aux1, regularization=reg).numpy()
+    np.testing.assert_array_equal(g0, g1)
+    assert np.isnan(g0[2]).all() and np.isfinite(np.delete(g0, 2, axis=0)).all()
+
+
+def test_corrupt_aux_is_an_error_not_a_crash():
+    raw = tfsort._ops.ops
+    x = tf.constant([[3.0, 1.0, 2.0]])
+    eps = tf.constant(1.0, tf.float64)
+    bad = tf.constant([[0, 7, 1]], tf.int32)  # index 7 is out of range for n = 3
+    with pytest.raises(tf.errors.InvalidArgumentError, match="aux"):
+        raw.tf_sort_soft_rank_grad(tf.ones_like(x), x, eps, [bad])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="aux|shape"):
+        raw.tf_sort_soft_rank_grad(tf.ones_like(x), x, eps, [tf.constant([[0, 1]], tf.int32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="regularization_strength"):
+        raw.tf_sort_soft_rank(x, tf.constant(-1.0, tf.float64))

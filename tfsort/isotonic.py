@@ -68,7 +68,11 @@ def soft_rank(
         values,
         axis,
         lambda x: _raw.tf_sort_soft_rank(
-            x, _utils.strength_tensor(eps), regularization=reg, descending=desc
+            x,
+            _utils.strength_tensor(eps),
+            num_aux=_num_aux(x),
+            regularization=reg,
+            descending=desc,
         )[0],
     )
 
@@ -110,7 +114,11 @@ def soft_sort(
         values,
         axis,
         lambda x: _raw.tf_sort_soft_sort(
-            x, _utils.strength_tensor(eps), regularization=reg, descending=desc
+            x,
+            _utils.strength_tensor(eps),
+            num_aux=_num_aux(x),
+            regularization=reg,
+            descending=desc,
         )[0],
     )
 
@@ -232,6 +240,20 @@ def _pearson(a, b, axis):
     return tf.cast(tf.where(ok, cov * tf.math.rsqrt(safe), tf.zeros_like(cov)), dtype)
 
 
+# Below this many elements an eager forward op returns no aux tensor and its gradient
+# re-sorts: each extra op output costs ~15 us of TF eager bookkeeping in the backward pass
+# (zero cotangents, trainability checks), more than re-sorting a few thousand values.
+_RECOMPUTE_MAX_ELEMENTS = 2048
+
+
+def _num_aux(x):
+    if tf.executing_eagerly():
+        size = x.shape.num_elements()
+        if size is not None and size <= _RECOMPUTE_MAX_ELEMENTS:
+            return 0
+    return 1
+
+
 # ---------------------------------------------------------------------------------------
 # Gradients, registered on the op types (cheaper per eager call than tf.custom_gradient,
 # and found again after a SavedModel reload once `import tfsort` ran).
@@ -265,48 +287,44 @@ def _soft_attrs(op):
 
 
 @tf.RegisterGradient("TFSort>SoftRank")
-def _soft_rank_grad(op, grad, _unused_perm_grad, _unused_seg_grad):
+def _soft_rank_grad(op, grad, *_unused_aux_grads):
     values, eps = op.inputs
-    return [
-        _raw.tf_sort_soft_rank_grad(grad, values, eps, op.outputs[1], op.outputs[2], **_soft_attrs(op)),
-        None,
-    ]
+    aux = op.outputs[1:]
+    return [_raw.tf_sort_soft_rank_grad(grad, values, eps, aux, **_soft_attrs(op)), None]
 
 
 @tf.RegisterGradient("TFSort>SoftSort")
-def _soft_sort_grad(op, grad, _unused_perm_grad, _unused_seg_grad):
+def _soft_sort_grad(op, grad, *_unused_aux_grads):
     values, eps = op.inputs
-    return [
-        _raw.tf_sort_soft_sort_grad(grad, values, eps, op.outputs[1], op.outputs[2], **_soft_attrs(op)),
-        None,
-    ]
+    aux = op.outputs[1:]
+    return [_raw.tf_sort_soft_sort_grad(grad, values, eps, aux, **_soft_attrs(op)), None]
 
 
 @tf.RegisterGradient("TFSort>SoftRankGrad")
 def _soft_rank_grad_grad(op, hess):
-    grad, values, eps, perm, seg = op.inputs
+    grad, values, eps, *aux = op.inputs
     attrs = _soft_attrs(op)
-    d_grad = _raw.tf_sort_soft_rank_grad(hess, values, eps, perm, seg, **attrs)
+    d_grad = _raw.tf_sort_soft_rank_grad(hess, values, eps, aux, **attrs)
     if attrs["regularization"] == "kl":
+        perm, seg = _perm_and_segments(values, eps, aux, attrs, _raw.tf_sort_soft_rank)
         d_values = _kl_rank_second_order(hess, grad, values, eps, perm, seg, attrs)
     else:
         d_values = tf.zeros_like(values)
-    return [d_grad, d_values, None, None, None]
+    return [d_grad, d_values, None] + [None] * len(aux)
 
 
 @tf.RegisterGradient("TFSort>SoftSortGrad")
 def _soft_sort_grad_grad(op, hess):
-    grad, values, eps, perm, seg = op.inputs
+    grad, values, eps, *aux = op.inputs
     attrs = _soft_attrs(op)
     adjoint = op.get_attr("adjoint")
-    d_grad = _raw.tf_sort_soft_sort_grad(
-        hess, values, eps, perm, seg, adjoint=not adjoint, **attrs
-    )
+    d_grad = _raw.tf_sort_soft_sort_grad(hess, values, eps, aux, adjoint=not adjoint, **attrs)
     if attrs["regularization"] == "kl":
+        perm, seg = _perm_and_segments(values, eps, aux, attrs, _raw.tf_sort_soft_sort)
         d_values = _kl_sort_second_order(hess, grad, values, perm, seg, attrs, adjoint)
     else:
         d_values = tf.zeros_like(values)
-    return [d_grad, d_values, None, None, None]
+    return [d_grad, d_values, None] + [None] * len(aux)
 
 
 @tf.RegisterGradient("TFSort>IsotonicL2")
@@ -342,6 +360,19 @@ def _isotonic_kl_grad_grad(op, hy, hw):
         d_y = rows.softmax_jvp(y, hy, g)
         d_w = -rows.softmax_jvp(w, hw, g)
     return [d_grad, d_y, d_w, None]
+
+
+def _perm_and_segments(values, eps, aux, attrs, forward_op):
+    """Unpacks the forward op's aux tensor (recomputing it if the op ran without one) into
+    the sorting permutation and a PAV block id per sorted position."""
+    if not aux:
+        aux = forward_op(values, eps, num_aux=1, **attrs)[1]
+    packed = aux[0]
+    n = tf.shape(packed)[-1]
+    # A non-finite row is all -1; its values are NaN, so any in-range index will do.
+    perm = tf.minimum(tf.bitwise.bitwise_and(packed, 0x7FFFFFFF), n - 1)
+    seg = tf.cumsum(tf.cast(packed < 0, tf.int32), axis=-1) - 1
+    return perm, seg
 
 
 class _Rows:

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -116,9 +117,9 @@ inline int64_t SortCost(int n) {
 template <typename A>
 struct RowBuffers {
   explicit RowBuffers(int n)
-      : y(n), w(n), sol(n), pa(n), pb(n), pc(n), start(n), seg(n) {}
+      : y(n), w(n), sol(n), pa(n), pb(n), pc(n), start(n), seg(n), perm(n) {}
   std::vector<A> y, w, sol, pa, pb;
-  std::vector<int32_t> pc, start, seg;
+  std::vector<int32_t> pc, start, seg, perm;
   sort_util::ArgsortScratch sort;
   isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
 };
@@ -337,99 +338,150 @@ bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
   return ::tensorflow::Status();
 }
 
+// The backward pass needs, per row, the sorting permutation and the PAV blocks. They
+// travel in one packed int32 tensor ("aux"): the input index of each sorted position in
+// the low 31 bits and a block-start flag in the sign bit; a non-finite row is all -1.
+// With num_aux = 0 the forward op has a single output and the gradient op recomputes
+// them: at small shapes that is cheaper than TF's per-output bookkeeping in eager
+// backprop (zero cotangents and trainability checks for every extra output).
+constexpr int32_t kInvalidRow = -1;
+constexpr uint32_t kBlockStart = 0x80000000u;
+
+inline void PackAux(const int32_t* perm, const int32_t* seg, int n, int32_t* aux) {
+  for (int i = 0; i < n; ++i) {
+    const bool start = i == 0 || seg[i] != seg[i - 1];
+    aux[i] = static_cast<int32_t>(static_cast<uint32_t>(perm[i]) | (start ? kBlockStart : 0u));
+  }
+}
+
+// Returns 1 for a valid row, 0 for a non-finite (NaN) row, -1 for corrupt input.
+inline int UnpackAux(const int32_t* aux, int n, int32_t* perm, int32_t* seg) {
+  if (aux[0] == kInvalidRow) return 0;
+  int32_t block = -1;
+  for (int i = 0; i < n; ++i) {
+    const uint32_t a = static_cast<uint32_t>(aux[i]);
+    const int32_t p = static_cast<int32_t>(a & ~kBlockStart);
+    if (p >= n) return -1;
+    perm[i] = p;
+    if ((a & kBlockStart) || i == 0) ++block;
+    seg[i] = block;
+  }
+  return 1;
+}
+
+struct SoftAttrs2 {
+  SoftAttrs base;
+  int num_aux = 1;  // 0 or 1: whether the forward op emits the packed aux tensor
+};
+
+// Sort + PAV for one row. Fills perm and seg (sorted order) and, when out is non-null,
+// the soft ranks / sorted values. Returns false for a row with NaN or +-inf.
+template <typename T, bool kRank>
+bool SoftRow(const T* xr, int n, const SoftAttrs& at, typename Acc<T>::type eps,
+             T* out, int32_t* pr, int32_t* sr, RowBuffers<typename Acc<T>::type>* buf) {
+  using A = typename Acc<T>::type;
+  using K = typename SortKey<T>::type;
+  if (!RowFinite(xr, n)) return false;
+  // rank: z = sign * x / eps sorted descending, sign = +1 for ascending ranks.
+  // sort: s = sign * x sorted descending, sign = -1 for an ascending sort.
+  const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
+  sort_util::ArgsortDescending<K>([xr](int i) { return xr[i]; }, n, sign, pr, &buf->sort);
+  A* s = buf->w.data();
+  A* y = buf->y.data();
+  A* v = buf->sol.data();
+  // Divide by eps (not multiply by 1 / eps) to match x / eps to the last bit.
+  if (kRank) {
+    for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]) / eps;
+    if (at.kl) {
+      // r = exp(s - v), v = isotonic_kl(s, log rho).
+      for (int i = 0; i < n; ++i) y[i] = std::log(static_cast<A>(n - i));
+      isotonic::PavKL<A>(s, y, n, v, sr, buf->pav());
+      if (out)
+        for (int i = 0; i < n; ++i) out[pr[i]] = FromAcc<T>(std::exp(s[i] - v[i]));
+    } else {
+      // r = s - v, v = isotonic_l2(s - rho).
+      for (int i = 0; i < n; ++i) y[i] = s[i] - static_cast<A>(n - i);
+      isotonic::PavL2<A>(y, n, v, sr, buf->pav());
+      if (out)
+        for (int i = 0; i < n; ++i) out[pr[i]] = FromAcc<T>(s[i] - v[i]);
+    }
+  } else {
+    for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]);
+    for (int i = 0; i < n; ++i) y[i] = static_cast<A>(n - i) / eps;  // rho / eps
+    if (at.kl) {
+      isotonic::PavKL<A>(y, s, n, v, sr, buf->pav());
+    } else {
+      // PavL2 reads all of its input before writing the solution: in place is fine.
+      for (int i = 0; i < n; ++i) v[i] = y[i] - s[i];
+      isotonic::PavL2<A>(v, n, v, sr, buf->pav());
+    }
+    // Written as a difference (not sign * (y - v)) so that exact zeros are +0.
+    if (out)
+      for (int i = 0; i < n; ++i) out[i] = FromAcc<T>(sign > 0 ? y[i] - v[i] : v[i] - y[i]);
+  }
+  return true;
+}
+
+bool ReadSoftAttrs2(OpKernelConstruction* ctx, SoftAttrs2* a) {
+  if (!ReadSoftAttrs(ctx, &a->base)) return false;
+  if (!Ok(ctx, ctx->GetAttr("num_aux", &a->num_aux))) return false;
+  if (a->num_aux != 0 && a->num_aux != 1) {
+    ctx->CtxFailure(InvalidArgument("num_aux must be 0 or 1, got ", a->num_aux));
+    return false;
+  }
+  return true;
+}
+
 template <typename T, bool kRank>
 class SoftSortRankOp : public OpKernel {
  public:
   explicit SoftSortRankOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadSoftAttrs(ctx, &attrs_);
+    ReadSoftAttrs2(ctx, &attrs_);
   }
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
-    using K = typename SortKey<T>::type;
     const Tensor& x_t = ctx->input(0);
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
     double eps = 1.0;
     OP_REQUIRES_OK(ctx, GetStrength(ctx->input(1), &eps));
     Tensor* out_t = nullptr;
-    Tensor* perm_t = nullptr;
-    Tensor* seg_t = nullptr;
+    Tensor* aux_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &perm_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, x_t.shape(), &seg_t));
+    if (attrs_.num_aux) OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &aux_t));
     if (rs.rows == 0) return;
     const int n = rs.n;
     const T* x = x_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
-    int32_t* perm = perm_t->flat<int32_t>().data();
-    int32_t* seg = seg_t->flat<int32_t>().data();
-    const SoftAttrs at = attrs_;
-    // Divide by eps (not multiply by 1 / eps) to match x / eps to the last bit.
+    int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
+    const SoftAttrs at = attrs_.base;
     const A eps_a = static_cast<A>(eps);
-    // rank: z = sign * x / eps sorted descending, sign = +1 for ascending ranks.
-    // sort: s = sign * x sorted descending, sign = -1 for an ascending sort.
-    const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
     ForRows(ctx, rs.rows, SortCost(n) + 30 * n, [&](int64_t begin, int64_t end) {
       RowBuffers<A> buf(n);
       for (int64_t r = begin; r < end; ++r) {
-        const T* xr = x + r * n;
         T* o = out + r * n;
-        int32_t* pr = perm + r * n;
-        int32_t* sr = seg + r * n;
-        if (!RowFinite(xr, n)) {
-          for (int i = 0; i < n; ++i) {
-            o[i] = static_cast<T>(NAN);
-            pr[i] = i;
-            sr[i] = -1;
-          }
+        if (!SoftRow<T, kRank>(x + r * n, n, at, eps_a, o, buf.perm.data(), buf.seg.data(),
+                               &buf)) {
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
+          if (aux)
+            for (int i = 0; i < n; ++i) aux[r * n + i] = kInvalidRow;
           continue;
         }
-        sort_util::ArgsortDescending<K>([xr](int i) { return xr[i]; }, n, sign, pr,
-                                        &buf.sort);
-        A* s = buf.w.data();
-        A* y = buf.y.data();
-        A* v = buf.sol.data();
-        if (kRank) {
-          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]) / eps_a;
-          if (at.kl) {
-            // r = exp(s - v), v = isotonic_kl(s, log rho).
-            for (int i = 0; i < n; ++i) y[i] = std::log(static_cast<A>(n - i));
-            isotonic::PavKL<A>(s, y, n, v, sr, buf.pav());
-            for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(std::exp(s[i] - v[i]));
-          } else {
-            // r = s - v, v = isotonic_l2(s - rho).
-            for (int i = 0; i < n; ++i) y[i] = s[i] - static_cast<A>(n - i);
-            isotonic::PavL2<A>(y, n, v, sr, buf.pav());
-            for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(s[i] - v[i]);
-          }
-        } else {
-          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]);
-          // y = rho / eps.
-          for (int i = 0; i < n; ++i) y[i] = static_cast<A>(n - i) / eps_a;
-          if (at.kl) {
-            isotonic::PavKL<A>(y, s, n, v, sr, buf.pav());
-          } else {
-            // PavL2 reads all of its input before writing the solution: in place is fine.
-            for (int i = 0; i < n; ++i) v[i] = y[i] - s[i];
-            isotonic::PavL2<A>(v, n, v, sr, buf.pav());
-          }
-          // Written as a difference (not sign * (y - v)) so that exact zeros are +0.
-          for (int i = 0; i < n; ++i) o[i] = FromAcc<T>(sign > 0 ? y[i] - v[i] : v[i] - y[i]);
-        }
+        if (aux) PackAux(buf.perm.data(), buf.seg.data(), n, aux + r * n);
       }
     });
   }
 
  private:
-  SoftAttrs attrs_;
+  SoftAttrs2 attrs_;
 };
 
 template <typename T, bool kRank>
 class SoftSortRankGradOp : public OpKernel {
  public:
   explicit SoftSortRankGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    if (!ReadSoftAttrs(ctx, &attrs_)) return;
+    if (!ReadSoftAttrs2(ctx, &attrs_)) return;
     if (!kRank) OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
   }
 
@@ -437,45 +489,53 @@ class SoftSortRankGradOp : public OpKernel {
     using A = typename Acc<T>::type;
     const Tensor& g_t = ctx->input(0);
     const Tensor& x_t = ctx->input(1);
-    const Tensor& perm_t = ctx->input(3);
-    const Tensor& seg_t = ctx->input(4);
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
     double eps = 1.0;
     OP_REQUIRES_OK(ctx, GetStrength(ctx->input(2), &eps));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", perm_t, "permutation"));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
+    const Tensor* aux_t = nullptr;
+    if (attrs_.num_aux) {
+      aux_t = &ctx->input(3);
+      OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", *aux_t, "aux"));
+    }
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
     if (rs.rows == 0) return;
     const int n = rs.n;
     const T* g = g_t.flat<T>().data();
     const T* x = x_t.flat<T>().data();
-    const int32_t* perm = perm_t.flat<int32_t>().data();
-    const int32_t* seg = seg_t.flat<int32_t>().data();
+    const int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
     T* out = out_t->flat<T>().data();
-    const SoftAttrs at = attrs_;
+    const SoftAttrs at = attrs_.base;
     const bool adjoint = adjoint_;
-    // Divide by eps (not multiply by 1 / eps) to match x / eps to the last bit.
     const A eps_a = static_cast<A>(eps);
     const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
-    std::atomic<bool> bad_perm{false};
-    ForRows(ctx, rs.rows, 30 * static_cast<int64_t>(n) + 100, [&](int64_t begin, int64_t end) {
+    std::atomic<bool> bad_aux{false};
+    const int64_t cost = (aux ? 0 : SortCost(n)) + 40 * static_cast<int64_t>(n) + 100;
+    ForRows(ctx, rs.rows, cost, [&](int64_t begin, int64_t end) {
       std::vector<A> u(n), s(n), p(n);
+      std::vector<int32_t> perm(n), seg(n);
+      std::unique_ptr<RowBuffers<A>> buf;
+      if (!aux) buf.reset(new RowBuffers<A>(n));
       for (int64_t r = begin; r < end; ++r) {
         const int64_t off = r * n;
-        const int32_t* pr = perm + off;
-        const int32_t* sr = seg + off;
         const T* gr = g + off;
         T* o = out + off;
-        bool ok = sr[0] >= 0;
-        for (int i = 0; i < n && ok; ++i) ok = pr[i] >= 0 && pr[i] < n;
-        if (!ok) {
-          if (sr[0] >= 0) bad_perm = true;
+        int state;
+        if (aux) {
+          state = UnpackAux(aux + off, n, perm.data(), seg.data());
+        } else {
+          state = SoftRow<T, kRank>(x + off, n, at, eps_a, nullptr, perm.data(), seg.data(),
+                                    buf.get()) ? 1 : 0;
+        }
+        if (state != 1) {
+          if (state < 0) bad_aux = true;
           for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
           continue;
         }
+        const int32_t* pr = perm.data();
+        const int32_t* sr = seg.data();
         if (kRank) {
           // u = P g (sorted order); result = sign/eps * P^T M u.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[pr[i]]);
@@ -511,12 +571,13 @@ class SoftSortRankGradOp : public OpKernel {
         }
       }
     });
-    OP_REQUIRES(ctx, !bad_perm,
-                InvalidArgument("permutation holds an index outside [0, ", n, ")"));
+    OP_REQUIRES(ctx, !bad_aux,
+                InvalidArgument("aux holds a permutation index outside [0, ", n,
+                                "): it must come from the matching forward op"));
   }
 
  private:
-  SoftAttrs attrs_;
+  SoftAttrs2 attrs_;
   bool adjoint_ = false;
 };
 

@@ -25,11 +25,19 @@ Status SameShapeAsFirst(InferenceContext* c, std::initializer_list<int> same,
 }
 
 // As SameShapeAsFirst, and input `strength` (regularization_strength) must be a scalar.
+// Every aux tensor (inputs after `strength`, or outputs after the first) has the shape of
+// the values too.
 Status SoftShape(InferenceContext* c, int strength, std::initializer_list<int> same,
                  int num_outputs) {
   ShapeHandle unused;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(strength), 0, &unused));
-  return SameShapeAsFirst(c, same, num_outputs);
+  TF_RETURN_IF_ERROR(SameShapeAsFirst(c, same, num_outputs));
+  ShapeHandle x = c->output(0);
+  for (int i = strength + 1; i < c->num_inputs(); ++i) {
+    TF_RETURN_IF_ERROR(c->Merge(x, c->input(i), &x));
+  }
+  for (int o = num_outputs; o < c->num_outputs(); ++o) c->set_output(o, x);
+  return Status();
 }
 
 }  // namespace
@@ -94,12 +102,12 @@ REGISTER_OP("TFSort>SoftRank")
     .Input("values: T")
     .Input("regularization_strength: double")
     .Output("ranks: T")
-    .Output("permutation: int32")
-    .Output("segments: int32")
+    .Output("aux: num_aux * int32")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 3); })
+    .Attr("num_aux: int >= 0 = 1")
+    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 1); })
     .Doc(R"doc(
 Fused soft rank along the last axis: sort, one PAV pass and un-permute in one kernel.
 Ranks start at 1. regularization_strength (eps) is a float64 scalar tensor, so float64
@@ -111,13 +119,13 @@ REGISTER_OP("TFSort>SoftRankGrad")
     .Input("grad: T")
     .Input("values: T")
     .Input("regularization_strength: double")
-    .Input("permutation: int32")
-    .Input("segments: int32")
+    .Input("aux: num_aux * int32")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 2, {1, 3, 4}, 1); })
+    .Attr("num_aux: int >= 0 = 1")
+    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 2, {1}, 1); })
     .Doc(R"doc(
 VJP of SoftRank. Linear in grad and self-adjoint for both regularizations.
 )doc");
@@ -126,12 +134,12 @@ REGISTER_OP("TFSort>SoftSort")
     .Input("values: T")
     .Input("regularization_strength: double")
     .Output("sorted: T")
-    .Output("permutation: int32")
-    .Output("segments: int32")
+    .Output("aux: num_aux * int32")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 3); })
+    .Attr("num_aux: int >= 0 = 1")
+    .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 1); })
     .Doc(R"doc(
 Fused soft sort along the last axis (ascending unless `descending`).
 )doc");
@@ -140,16 +148,16 @@ REGISTER_OP("TFSort>SoftSortGrad")
     .Input("grad: T")
     .Input("values: T")
     .Input("regularization_strength: double")
-    .Input("permutation: int32")
-    .Input("segments: int32")
+    .Input("aux: num_aux * int32")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
+    .Attr("num_aux: int >= 0 = 1")
     .Attr("adjoint: bool = false")
     .SetShapeFn([](InferenceContext* c) {
       // grad lives in sorted order, the output in input order; both have the input's shape.
-      return SoftShape(c, 2, {1, 3, 4}, 1);
+      return SoftShape(c, 2, {1}, 1);
     })
     .Doc(R"doc(
 VJP of SoftSort (grad in sorted order -> gradient w.r.t. values). With adjoint=true it maps
