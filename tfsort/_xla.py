@@ -129,7 +129,10 @@ def _iso_rows(y, w, decreasing):
     if not decreasing:
         y = tf.reverse(y, axis=[-1])
         w = None if w is None else tf.reverse(w, axis=[-1])
-    seg = tf.stop_gradient(_segments(tf.stop_gradient(y), None if w is None else tf.stop_gradient(w)))
+    # The blocks are piecewise constant in (y, w): no gradient flows through them.
+    seg = tf.stop_gradient(
+        _segments(tf.stop_gradient(y), None if w is None else tf.stop_gradient(w))
+    )
     same = tf.equal(seg[..., :, None], seg[..., None, :])  # [rows, n, n] block membership
     if w is None:
         total = tf.reduce_sum(tf.where(same, y[..., None, :], tf.zeros_like(y[..., None, :])), -1)
