@@ -161,7 +161,13 @@ def test_ties_pool_like_pav():
     y = tf.constant([[1.0, 1.0, 3.0, 2.0, 2.0, 0.0], [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]], tf.float64)
     _compare_many([(lambda v: tfsort.isotonic_regression(v), [y], None),
                    (lambda v: tfsort.isotonic_regression(v, decreasing=False), [y], None),
-                   (lambda v: tfsort.soft_rank(v, "l2", 100.0), [y], None)], tf.float64)
+                   (lambda v: tfsort.soft_rank(v, "l2", 100.0), [y], None),
+                   (lambda v: tfsort.isotonic_regression(v, v * 0 + 1, "kl"), [y], None)],
+                  tf.float64)
+    # Many ties, both regularizations: integer-valued rows (float32).
+    x = tf.constant(np.random.default_rng(1).integers(0, 4, size=(16, 12)), tf.float32)
+    _compare_many([(lambda v, r=reg, f=fn: f(v, r, 0.5), [x], None)
+                   for reg in REGS for fn in (tfsort.soft_rank, tfsort.soft_sort)], tf.float32)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
@@ -204,14 +210,16 @@ def test_unknown_batch_dimension():
     for rows in (1, 4):
         x = _data((rows, 6), tf.float32, seed=rows)
         np.testing.assert_allclose(fn(x), tfsort.soft_rank(x, "kl", 0.5), rtol=1e-5, atol=1e-5)
-    # unknown row length too
+    # unknown row length too (the KL scan then uses tf.math.cumulative_logsumexp)
     fn = tf.function(
-        lambda v: tfsort.soft_sort(v),
+        lambda v: (tfsort.soft_sort(v), tfsort.soft_rank(v, "kl", 0.5)),
         jit_compile=True,
         input_signature=[tf.TensorSpec([None, None], tf.float32)],
     )
     x = _data((3, 7), tf.float32)
-    np.testing.assert_allclose(fn(x), tfsort.soft_sort(x), rtol=1e-5, atol=1e-5)
+    got_sort, got_rank = fn(x)
+    np.testing.assert_allclose(got_sort, tfsort.soft_sort(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_rank, tfsort.soft_rank(x, "kl", 0.5), rtol=1e-5, atol=1e-5)
 
 
 def test_spearmanr_under_jit():
