@@ -106,7 +106,8 @@ REGISTER_OP("TFSort>SoftRank")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
-    .Attr("num_aux: int >= 0 = 1")
+    .Attr("num_aux: int >= 0")  // no default: SavedModel strips default-valued attrs,
+                                 // and list outputs sized by a stripped attr do not reload
     .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 1); })
     .Doc(R"doc(
 Fused soft rank along the last axis: sort, one PAV pass and un-permute in one kernel.
@@ -124,7 +125,8 @@ REGISTER_OP("TFSort>SoftRankGrad")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
-    .Attr("num_aux: int >= 0 = 1")
+    .Attr("num_aux: int >= 0")  // no default: SavedModel strips default-valued attrs,
+                                 // and list outputs sized by a stripped attr do not reload
     .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 2, {1}, 1); })
     .Doc(R"doc(
 VJP of SoftRank. Linear in grad and self-adjoint for both regularizations.
@@ -138,7 +140,8 @@ REGISTER_OP("TFSort>SoftSort")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
-    .Attr("num_aux: int >= 0 = 1")
+    .Attr("num_aux: int >= 0")  // no default: SavedModel strips default-valued attrs,
+                                 // and list outputs sized by a stripped attr do not reload
     .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 1); })
     .Doc(R"doc(
 Fused soft sort along the last axis (ascending unless `descending`).
@@ -153,7 +156,8 @@ REGISTER_OP("TFSort>SoftSortGrad")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("regularization: {'l2', 'kl'} = 'l2'")
     .Attr("descending: bool = false")
-    .Attr("num_aux: int >= 0 = 1")
+    .Attr("num_aux: int >= 0")  // no default: SavedModel strips default-valued attrs,
+                                 // and list outputs sized by a stripped attr do not reload
     .Attr("adjoint: bool = false")
     .SetShapeFn([](InferenceContext* c) {
       // grad lives in sorted order, the output in input order; both have the input's shape.
