@@ -805,4 +805,4 @@ def test_corrupt_aux_is_an_error_not_a_crash():
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="aux|shape"):
         raw.tf_sort_soft_rank_grad(tf.ones_like(x), x, eps, [tf.constant([[0, 1]], tf.int32)])
     with pytest.raises(tf.errors.InvalidArgumentError, match="regularization_strength"):
-        raw.tf_sort_soft_rank(x, tf.constant(-1.0, tf.float64))
+        raw.tf_sort_soft_rank(x, tf.constant(-1.0, tf.float64), num_aux=1)

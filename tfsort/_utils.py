@@ -52,25 +52,6 @@ def check_strength(value, name="regularization_strength"):
     return value
 
 
-_STRENGTH_CACHE = {}
-
-
-def strength_tensor(eps):
-    """The float64 scalar input the fused ops take for regularization_strength.
-
-    Eagerly, one constant per distinct value is cached (creating a tensor costs a few
-    microseconds per call); inside graphs the Python float becomes a Const node.
-    """
-    if not tf.executing_eagerly():
-        return tf.constant(eps, tf.float64)
-    t = _STRENGTH_CACHE.get(eps)
-    if t is None:
-        if len(_STRENGTH_CACHE) >= 1024:
-            _STRENGTH_CACHE.clear()
-        t = _STRENGTH_CACHE[eps] = tf.constant(eps, tf.float64)
-    return t
-
-
 def check_choice(value, name, choices, lower=True):
     """Returns the normalized choice or raises ValueError naming the argument."""
     if not isinstance(value, str):

@@ -16,6 +16,60 @@ from tfsort._ops import ops as _raw
 __all__ = ["isotonic_regression", "soft_rank", "soft_sort", "spearmanr"]
 
 
+# Validated (regularization, eps, descending, eager eps tensor) per distinct argument
+# tuple: validation runs once, not on every eager call (small shapes are overhead-bound).
+_SOFT_CONFIG = {}
+
+
+def _soft_config(regularization, regularization_strength, direction):
+    key = (regularization, type(regularization_strength), regularization_strength, direction)
+    try:
+        return _SOFT_CONFIG[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable argument: validate (it will most likely be rejected)
+        key = None
+    eps = _utils.check_strength(regularization_strength)
+    cfg = (
+        _utils.check_regularization(regularization),
+        eps,
+        _utils.check_descending(direction),
+        tf.constant(eps, tf.float64) if tf.executing_eagerly() else None,
+    )
+    if key is not None and cfg[3] is not None:
+        if len(_SOFT_CONFIG) >= 1024:
+            _SOFT_CONFIG.clear()
+        _SOFT_CONFIG[key] = cfg
+    return cfg
+
+
+def _soft(op, name, values, regularization, regularization_strength, direction, axis):
+    """Shared body of soft_rank and soft_sort: validate, move axis last, run the fused op."""
+    eager = tf.executing_eagerly()
+    if not eager and _utils.in_xla_context():
+        from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
+
+        return getattr(_xla, name)(
+            values, regularization, regularization_strength, direction, axis
+        )
+    reg, eps, desc, eps_tensor = _soft_config(regularization, regularization_strength, direction)
+    values = _utils.convert_values(values)
+    shape = values.shape
+    if type(axis) is int and axis == -1 and shape.rank is not None:
+        x, perm = values, None
+    else:
+        x, perm = _utils.move_axis_last(values, _utils.normalize_axis(axis, shape.rank))
+    num_aux = 1
+    if eager:
+        size = shape.num_elements()
+        if size is not None and size <= _RECOMPUTE_MAX_ELEMENTS:
+            num_aux = 0
+    if eps_tensor is None:
+        eps_tensor = tf.constant(eps, tf.float64)
+    out = op(x, eps_tensor, num_aux=num_aux, regularization=reg, descending=desc)[0]
+    return _utils.restore_axis(out, perm)
+
+
 def _last_axis_call(values, axis, fn):
     """Applies fn (which works on the last axis) along `axis`."""
     axis = _utils.normalize_axis(axis, values.shape.rank)
@@ -56,24 +110,9 @@ def soft_rank(
       >>> tfsort.soft_rank(x, regularization_strength=0.001).numpy()
       array([[8., 1., 5., 4., 3., 2., 6., 7., 9.]], dtype=float32)
     """
-    if not tf.executing_eagerly() and _utils.in_xla_context():
-        from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
-
-        return _xla.soft_rank(values, regularization, regularization_strength, direction, axis)
-    values = _utils.convert_values(values)
-    reg = _utils.check_regularization(regularization)
-    eps = _utils.check_strength(regularization_strength)
-    desc = _utils.check_descending(direction)
-    return _last_axis_call(
-        values,
-        axis,
-        lambda x: _raw.tf_sort_soft_rank(
-            x,
-            _utils.strength_tensor(eps),
-            num_aux=_num_aux(x),
-            regularization=reg,
-            descending=desc,
-        )[0],
+    return _soft(
+        _raw.tf_sort_soft_rank, "soft_rank", values, regularization, regularization_strength,
+        direction, axis,
     )
 
 
@@ -102,24 +141,9 @@ def soft_sort(
       >>> tfsort.soft_sort([[3., 1., 2.]], regularization_strength=0.01).numpy()
       array([[1., 2., 3.]], dtype=float32)
     """
-    if not tf.executing_eagerly() and _utils.in_xla_context():
-        from tfsort import _xla  # noqa: PLC0415
-
-        return _xla.soft_sort(values, regularization, regularization_strength, direction, axis)
-    values = _utils.convert_values(values)
-    reg = _utils.check_regularization(regularization)
-    eps = _utils.check_strength(regularization_strength)
-    desc = _utils.check_descending(direction)
-    return _last_axis_call(
-        values,
-        axis,
-        lambda x: _raw.tf_sort_soft_sort(
-            x,
-            _utils.strength_tensor(eps),
-            num_aux=_num_aux(x),
-            regularization=reg,
-            descending=desc,
-        )[0],
+    return _soft(
+        _raw.tf_sort_soft_sort, "soft_sort", values, regularization, regularization_strength,
+        direction, axis,
     )
 
 
@@ -244,14 +268,6 @@ def _pearson(a, b, axis):
 # re-sorts: each extra op output costs ~15 us of TF eager bookkeeping in the backward pass
 # (zero cotangents, trainability checks), more than re-sorting a few thousand values.
 _RECOMPUTE_MAX_ELEMENTS = 2048
-
-
-def _num_aux(x):
-    if tf.executing_eagerly():
-        size = x.shape.num_elements()
-        if size is not None and size <= _RECOMPUTE_MAX_ELEMENTS:
-            return 0
-    return 1
 
 
 # ---------------------------------------------------------------------------------------
