@@ -1,0 +1,238 @@
+// Differentiable top-k row kernels. Pure algorithm: no TensorFlow types, compiles under
+// g++ and nvcc (TFSORT_HD).
+//
+// Sigmoid top-k (one row x of length n, eps = regularization_strength, 0 < k < n):
+//   p_i = sigmoid((x_i + t) / eps),   t such that f(t) = sum_i p_i - k = 0.
+// f is increasing, f(lo) <= 0 <= f(hi) on the bracket
+//   [eps * logit(k / n) - max x, eps * logit(k / n) - min x],
+// and f'(t) = sum_i v_i with v_i = p_i (1 - p_i) / eps. SigmoidTopKRow runs Newton's method
+// safeguarded by that bracket: a Newton step is taken only when it lands strictly inside the
+// bracket and the previous step at least halved |f|; otherwise the bracket is bisected in
+// the ordered-integer key space of doubles, which halves the number of representable values
+// left on every step (so even a bracket of width 1e300 closes in at most 64 bisections).
+// Iterations are capped (kMaxIterations), so no input can hang the kernel. Typical rows
+// converge in 4-8 function evaluations, each O(n) with one exp per element.
+// Jacobian: J = diag(v) - v v^T / sum(v) (symmetric; 0 where sum(v) == 0), applied in O(n)
+// by SigmoidTopKVjp.
+//
+// Sparse top-k (Sander et al., "Fast, Differentiable and Sparse Top-k", ICML 2023): the L2
+// projection of z = x / eps onto {0 <= m <= 1, sum m = k} is, on the descending-sorted row
+// s, m = s - isotonic_l2(s - w) with w = (1, ..., 1, 0, ..., 0) (k ones); see
+// SparseTopKSortedRow, which reuses isotonic::PavL2.
+//
+// Every function works on one row with caller-provided buffers (CPU shards rows over
+// threads; a GPU kernel can run one row per thread).
+
+#ifndef TFSORT_CC_KERNELS_TOPK_H_
+#define TFSORT_CC_KERNELS_TOPK_H_
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "tfsort/cc/kernels/isotonic.h"
+
+namespace tfsort {
+namespace topk {
+
+constexpr int kMaxIterations = 160;
+
+// Order-preserving map of a double to a signed 64-bit integer (for key-space bisection).
+TFSORT_HD inline int64_t DoubleToKey(double d) {
+  int64_t i;
+  std::memcpy(&i, &d, sizeof(i));
+  return i >= 0 ? i : static_cast<int64_t>(0x8000000000000000ull) - i;
+}
+TFSORT_HD inline double KeyToDouble(int64_t i) {
+  if (i < 0) i = static_cast<int64_t>(0x8000000000000000ull) - i;
+  double d;
+  std::memcpy(&d, &i, sizeof(d));
+  return d;
+}
+
+// A double strictly between lo < hi, halving the key distance; returns lo when they are
+// adjacent doubles.
+TFSORT_HD inline double KeyMidpoint(double lo, double hi) {
+  const int64_t a = DoubleToKey(lo);
+  const int64_t b = DoubleToKey(hi);
+  // a/2 + b/2 without overflow, rounded towards a.
+  const int64_t mid = a + static_cast<int64_t>((static_cast<uint64_t>(b) - static_cast<uint64_t>(a)) / 2);
+  return KeyToDouble(mid);
+}
+
+// p = sigmoid(u), c = 1 - p = sigmoid(-u) and q = p (1 - p), stable for any u (the exp
+// argument is <= 0, so it never overflows).
+template <typename C>
+TFSORT_HD inline void Logistic(C u, C* p, C* c, C* q) {
+  const C e = std::exp(-(u < C(0) ? -u : u));
+  const C r = C(1) / (C(1) + e);
+  const C er = e * r;
+  *p = u >= C(0) ? r : er;
+  *c = u >= C(0) ? er : r;
+  *q = er * r;
+}
+
+// Evaluates p_i, v_i = p_i (1 - p_i) / eps at threshold t; returns sum p (and sum v).
+// C is the element compute type (float for low precision, double for double); sums are
+// accumulated in double.
+template <typename C>
+TFSORT_HD inline double EvalSigmoid(const C* x, int n, double t, double inv_eps, C* p, C* v,
+                                    double* sum_v, double* sum_q) {
+  double sp = 0.0, sv = 0.0, sq = 0.0;
+  const C ie = static_cast<C>(inv_eps);
+  for (int i = 0; i < n; ++i) {
+    const C u = static_cast<C>((static_cast<double>(x[i]) + t) * inv_eps);
+    C pi, ci, qi;
+    Logistic(u, &pi, &ci, &qi);
+    p[i] = pi;
+    v[i] = qi * ie;
+    sp += static_cast<double>(pi);
+    sq += static_cast<double>(ci);
+    sv += static_cast<double>(v[i]);
+  }
+  *sum_v = sv;
+  *sum_q = sq;
+  return sp;
+}
+
+// Solves for the threshold of one finite row and writes the mask into p (and v_i into v).
+// Returns the threshold t. Requires 0 < k < n and eps > 0.
+template <typename C>
+TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C* v) {
+  const double inv_eps = 1.0 / eps;
+  double xmax = static_cast<double>(x[0]), xmin = xmax, mean = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double xi = static_cast<double>(x[i]);
+    xmax = xi > xmax ? xi : xmax;
+    xmin = xi < xmin ? xi : xmin;
+    mean += xi;
+  }
+  mean /= n;
+  const double base = eps * std::log(k / (static_cast<double>(n) - k));
+  double lo = base - xmax, hi = base - xmin;
+  // The mean lies in [min, max], so t0 lies in the bracket; for a constant row t0 is exact.
+  double t = base - mean;
+  if (!(t >= lo)) t = lo;
+  if (!(t <= hi)) t = hi;
+  // Relative step size below which Newton has converged to the working precision.
+  const double tol = (sizeof(C) == 4 ? 2e-7 : 4e-16);
+  double prev_abs_f = HUGE_VAL;
+  bool last_newton = false;
+  for (int it = 0; it < kMaxIterations; ++it) {
+    double sv, sq;
+    const double sp = EvalSigmoid(x, n, t, inv_eps, p, v, &sv, &sq);
+    const double f = sp - k;
+    if (f == 0.0 || lo == hi) return t;
+    if (f < 0.0) {
+      lo = t;
+    } else {
+      hi = t;
+    }
+    const double abs_f = f < 0.0 ? -f : f;
+    // After a Newton step, take another only if that one at least halved |f|.
+    const bool newton_ok = sv > 0.0 && (!last_newton || abs_f <= 0.5 * prev_abs_f);
+    prev_abs_f = abs_f;
+    last_newton = false;
+    if (newton_ok) {
+      // Newton on log(sum p) - log(k) below the root and on log(sum(1 - p)) - log(n - k)
+      // above it: in the tails sum p (or sum(1 - p)) is nearly exponential in t, where plain
+      // Newton crawls by about eps per step and the log form is nearly exact.
+      double dt = -f / sv;
+      if (f < 0.0 && sp > 0.0) {
+        dt = std::log(k / sp) * sp / sv;
+      } else if (f > 0.0 && sq > 0.0) {
+        dt = -std::log((static_cast<double>(n) - k) / sq) * sq / sv;
+      }
+      const double tn = t + dt;
+      const double scale = (t < 0.0 ? -t : t) + eps;
+      if ((dt < 0.0 ? -dt : dt) <= tol * scale) {
+        // Converged: a first-order update of p finishes the last (tiny) step.
+        const C cdt = static_cast<C>(dt);
+        for (int i = 0; i < n; ++i) {
+          C pi = p[i] + v[i] * cdt;
+          p[i] = pi < C(0) ? C(0) : (pi > C(1) ? C(1) : pi);
+        }
+        return tn;
+      }
+      if (tn > lo && tn < hi) {
+        t = tn;
+        last_newton = true;
+        continue;
+      }
+    }
+    const double mid = KeyMidpoint(lo, hi);
+    if (mid == lo || mid == hi) return t;  // bracket closed to adjacent doubles
+    t = mid;
+  }
+  double sv, sq;
+  EvalSigmoid(x, n, t, inv_eps, p, v, &sv, &sq);  // iteration cap: p at the last t
+  return t;
+}
+
+// VJP (= JVP, J is symmetric) of the sigmoid top-k mask given the mask p:
+// out = v * g - v * (v . g) / sum(v), v = p (1 - p) / eps. out may alias g.
+template <typename C>
+TFSORT_HD void SigmoidTopKVjp(const C* p, const C* g, int n, double inv_eps, C* out) {
+  double sv = 0.0, svg = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double vi = static_cast<double>(p[i]) * (1.0 - static_cast<double>(p[i]));
+    sv += vi;
+    svg += vi * static_cast<double>(g[i]);
+  }
+  const double c = sv > 0.0 ? svg / sv : 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double vi = static_cast<double>(p[i]) * (1.0 - static_cast<double>(p[i]));
+    out[i] = static_cast<C>(vi * inv_eps * (static_cast<double>(g[i]) - c));
+  }
+}
+
+// Sparse top-k on one descending-sorted row s (already divided by eps), integer 0 < k < n.
+// Writes the mask m (sorted order) and support[i] = 1 for the entries of the fractional
+// block (whose mask lies strictly between the caps and moves with s), 0 elsewhere.
+// y, sol and seg are scratch of n elements; pav is PavL2 scratch.
+//
+// With v = isotonic_l2(s - w) the projection is m = s - v. Blocks that do not straddle the
+// k-th position only pool exact ties and have m = w exactly; the straddling block (if any)
+// gives the clip threshold tau = -v, and m = clip(s + tau, 0, 1) writes exact 0s and 1s
+// outside it (s - v would round them).
+template <typename A>
+TFSORT_HD void SparseTopKSortedRow(const A* s, int n, int k, A* m, int32_t* support, A* y,
+                                   A* sol, int32_t* seg, isotonic::PavScratch<A> pav) {
+  for (int i = 0; i < n; ++i) y[i] = i < k ? s[i] - A(1) : s[i];
+  isotonic::PavL2<A>(y, n, sol, seg, pav);
+  if (seg[k - 1] != seg[k]) {
+    for (int i = 0; i < n; ++i) {
+      m[i] = i < k ? A(1) : A(0);
+      support[i] = 0;
+    }
+    return;
+  }
+  const A tau = -sol[k];
+  const int32_t b = seg[k];
+  for (int i = 0; i < n; ++i) {
+    const A mi = s[i] + tau;
+    m[i] = mi < A(0) ? A(0) : (mi > A(1) ? A(1) : mi);
+    support[i] = seg[i] == b ? 1 : 0;
+  }
+}
+
+// VJP of the sparse top-k mask with respect to z (multiply by 1/eps for x): on the support
+// F, g_i - mean_F(g); 0 elsewhere. Linear and self-adjoint. out may alias g.
+template <typename A>
+TFSORT_HD void SparseTopKVjp(const int32_t* support, const A* g, int n, A scale, A* out) {
+  A sum = 0;
+  int cnt = 0;
+  for (int i = 0; i < n; ++i) {
+    if (support[i] == 1) {
+      sum += g[i];
+      ++cnt;
+    }
+  }
+  const A mean = cnt > 0 ? sum / static_cast<A>(cnt) : A(0);
+  for (int i = 0; i < n; ++i) out[i] = support[i] == 1 ? scale * (g[i] - mean) : A(0);
+}
+
+}  // namespace topk
+}  // namespace tfsort
+
+#endif  // TFSORT_CC_KERNELS_TOPK_H_
