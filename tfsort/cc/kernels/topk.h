@@ -60,45 +60,85 @@ TFSORT_HD inline double KeyMidpoint(double lo, double hi) {
   return KeyToDouble(mid);
 }
 
-// p = sigmoid(u), c = 1 - p = sigmoid(-u) and q = p (1 - p), stable for any u (the exp
-// argument is <= 0, so it never overflows).
-template <typename C>
-TFSORT_HD inline void Logistic(C u, C* p, C* c, C* q) {
-  const C e = std::exp(-(u < C(0) ? -u : u));
-  const C r = C(1) / (C(1) + e);
-  const C er = e * r;
-  *p = u >= C(0) ? r : er;
-  *c = u >= C(0) ? er : r;
-  *q = er * r;
+// exp(x) for x <= 0. The float version is a branch-free Cephes-style polynomial (about
+// 1 ulp; results below 2^-126 come out as 2^-126 instead of 0, harmless here) that the
+// compiler vectorizes, unlike a call to expf; it dominates the sigmoid kernel's time.
+TFSORT_HD inline double ExpNonPositive(double x) { return std::exp(x); }
+TFSORT_HD inline float ExpNonPositive(float x) {
+  // Clamp to -87 on the bits (x <= 0: a larger magnitude is a larger unsigned pattern):
+  // an integer select keeps the loop vectorizable under GCC's default -ftrapping-math,
+  // where an ordered float comparison feeding arithmetic is not if-converted.
+  union {
+    float f;
+    uint32_t u;
+  } in;
+  in.f = x;
+  in.u = in.u > 0xC2AE0000u ? 0xC2AE0000u : in.u;
+  x = in.f;
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (round-to-nearest, no libm call).
+  const float kShift = 12582912.0f;
+  const float n = (x * 1.44269504088896341f + kShift) - kShift;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  const float z = r * r;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  // 2^n from the exponent bits (a union, not memcpy, so the loop still vectorizes; GCC,
+  // Clang and nvcc define this type pun).
+  union {
+    int32_t i;
+    float f;
+  } scale;
+  scale.i = (static_cast<int32_t>(n) + 127) << 23;
+  return y * scale.f;
 }
 
-// Evaluates p_i, v_i = p_i (1 - p_i) / eps at threshold t; returns sum p (and sum v).
-// C is the element compute type (float for low precision, double for double); sums are
-// accumulated in double.
+// Evaluates, at threshold t, p_i = sigmoid(u_i), c_i = 1 - p_i = sigmoid(-u_i) (without
+// cancellation) and v_i = p_i (1 - p_i) / eps, u_i = (x_i + t) / eps (formed in double:
+// x_i + t cancels near the threshold). Returns sum p; sets sum v and sum c. The element
+// loop has no reductions so that it vectorizes; sums are accumulated in double with four
+// partial sums in a fixed order (deterministic).
 template <typename C>
-TFSORT_HD inline double EvalSigmoid(const C* x, int n, double t, double inv_eps, C* p, C* v,
-                                    double* sum_v, double* sum_q) {
-  double sp = 0.0, sv = 0.0, sq = 0.0;
+TFSORT_HD double EvalSigmoid(const C* x, int n, double t, double inv_eps, C* p, C* c,
+                                    C* v, double* sum_v, double* sum_c) {
   const C ie = static_cast<C>(inv_eps);
   for (int i = 0; i < n; ++i) {
     const C u = static_cast<C>((static_cast<double>(x[i]) + t) * inv_eps);
-    C pi, ci, qi;
-    Logistic(u, &pi, &ci, &qi);
-    p[i] = pi;
-    v[i] = qi * ie;
-    sp += static_cast<double>(pi);
-    sq += static_cast<double>(ci);
-    sv += static_cast<double>(v[i]);
+    const C e = ExpNonPositive(-std::fabs(u));
+    const C r = C(1) / (C(1) + e);
+    const C er = e * r;
+    const bool pos = std::isgreaterequal(u, C(0));  // quiet compare: vectorizes
+    p[i] = pos ? r : er;
+    c[i] = pos ? er : r;
+    v[i] = er * r * ie;
   }
-  *sum_v = sv;
-  *sum_q = sq;
-  return sp;
+  double sp[4] = {0, 0, 0, 0}, sc[4] = {0, 0, 0, 0}, sv[4] = {0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int j = 0; j < 4; ++j) {
+      sp[j] += static_cast<double>(p[i + j]);
+      sc[j] += static_cast<double>(c[i + j]);
+      sv[j] += static_cast<double>(v[i + j]);
+    }
+  }
+  for (; i < n; ++i) {
+    sp[0] += static_cast<double>(p[i]);
+    sc[0] += static_cast<double>(c[i]);
+    sv[0] += static_cast<double>(v[i]);
+  }
+  *sum_v = (sv[0] + sv[1]) + (sv[2] + sv[3]);
+  *sum_c = (sc[0] + sc[1]) + (sc[2] + sc[3]);
+  return (sp[0] + sp[1]) + (sp[2] + sp[3]);
 }
 
-// Solves for the threshold of one finite row and writes the mask into p (and v_i into v).
-// Returns the threshold t. Requires 0 < k < n and eps > 0.
+// Solves for the threshold of one finite row and writes the mask into p (v and c are
+// scratch of n elements). Returns the threshold t. Requires 0 < k < n and eps > 0.
 template <typename C>
-TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C* v) {
+TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C* v, C* c) {
   const double inv_eps = 1.0 / eps;
   double xmax = static_cast<double>(x[0]), xmin = xmax, mean = 0.0;
   for (int i = 0; i < n; ++i) {
@@ -120,7 +160,7 @@ TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C
   bool last_newton = false;
   for (int it = 0; it < kMaxIterations; ++it) {
     double sv, sq;
-    const double sp = EvalSigmoid(x, n, t, inv_eps, p, v, &sv, &sq);
+    const double sp = EvalSigmoid(x, n, t, inv_eps, p, c, v, &sv, &sq);
     const double f = sp - k;
     if (f == 0.0 || lo == hi) return t;
     if (f < 0.0) {
@@ -165,7 +205,7 @@ TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C
     t = mid;
   }
   double sv, sq;
-  EvalSigmoid(x, n, t, inv_eps, p, v, &sv, &sq);  // iteration cap: p at the last t
+  EvalSigmoid(x, n, t, inv_eps, p, c, v, &sv, &sq);  // iteration cap: p at the last t
   return t;
 }
 
