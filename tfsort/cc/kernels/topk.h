@@ -154,8 +154,11 @@ TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C
   double t = base - mean;
   if (!(t >= lo)) t = lo;
   if (!(t <= hi)) t = hi;
-  // Relative step size below which Newton has converged to the working precision.
-  const double tol = (sizeof(C) == 4 ? 2e-7 : 4e-16);
+  // Newton's error after a step dt is O(dt^2 / eps) in t, so once |dt| / eps is below the
+  // square root of the working precision the first-order update p += v * dt finishes the
+  // solve (mask error below one rounding of C); tol_t covers rounding of t itself.
+  const double tol_u = (sizeof(C) == 4 ? 2e-4 : 1e-8) * eps;
+  const double tol_t = (sizeof(C) == 4 ? 2e-7 : 4e-16);
   double prev_abs_f = HUGE_VAL;
   bool last_newton = false;
   for (int it = 0; it < kMaxIterations; ++it) {
@@ -184,8 +187,8 @@ TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C
         dt = -std::log((static_cast<double>(n) - k) / sq) * sq / sv;
       }
       const double tn = t + dt;
-      const double scale = (t < 0.0 ? -t : t) + eps;
-      if ((dt < 0.0 ? -dt : dt) <= tol * scale) {
+      const double abs_dt = dt < 0.0 ? -dt : dt;
+      if (abs_dt <= tol_u || abs_dt <= tol_t * ((t < 0.0 ? -t : t) + eps)) {
         // Converged: a first-order update of p finishes the last (tiny) step.
         const C cdt = static_cast<C>(dt);
         for (int i = 0; i < n; ++i) {

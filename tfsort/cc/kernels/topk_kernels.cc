@@ -152,7 +152,7 @@ class SigmoidTopKOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     const double eps = eps_;
     ForRows(ctx, rows, 250 * static_cast<int64_t>(n) + 200, [&](int64_t begin, int64_t end) {
-      std::vector<C> xb(n), p(n), v(n);
+      std::vector<C> xb(n), p(n), v(n), c(n);
       for (int64_t r = begin; r < end; ++r) {
         const T* xr = x + r * n;
         T* o = out + r * n;
@@ -168,7 +168,7 @@ class SigmoidTopKOp : public OpKernel {
           for (int i = 0; i < n; ++i) xb[i] = static_cast<C>(xr[i]);
           xc = xb.data();
         }
-        topk::SigmoidTopKRow<C>(xc, n, k[r * k_stride], eps, pr, v.data());
+        topk::SigmoidTopKRow<C>(xc, n, k[r * k_stride], eps, pr, v.data(), c.data());
         if (!std::is_same<T, C>::value) {
           for (int i = 0; i < n; ++i) o[i] = static_cast<T>(pr[i]);
         }
