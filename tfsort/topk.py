@@ -19,6 +19,7 @@ projection (sparse), finished exactly, with gradients by autodiff of the converg
 threshold. It agrees with the kernels within float32 rounding.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -104,8 +105,9 @@ def _check_k(k, x, method):
     if isinstance(k, bool):
         raise TypeError(f"k must be a number or a tensor, got {k!r}")
     if isinstance(k, (numbers.Real, np.number)):
-        _check_k_values(np.asarray(float(k)), n, method)
-        return tf.constant(float(k), tf.float64)
+        k = float(k)
+        _check_scalar_k(k, n, method)
+        return _k_constant(k)
     if not isinstance(k, (tf.Tensor, tf.Variable)):
         try:
             k = tf.convert_to_tensor(k)
@@ -135,6 +137,33 @@ def _check_k(k, x, method):
     if kshape.rank != 0:
         k = tf.reshape(k, [-1])
     return k
+
+
+def _check_scalar_k(k, n, method):
+    """Pure-Python twin of _check_k_values for a Python number (the common, hot case)."""
+    if not math.isfinite(k):
+        raise ValueError(f"k must be finite, got {k}")
+    if n is not None and not 0 < k < n:
+        raise ValueError(f"k must satisfy 0 < k < n = {n} (the size of axis), got k = {k}")
+    if n is None and not k > 0:
+        raise ValueError(f"k must be positive, got k = {k}")
+    if method == "sparse" and not k.is_integer():
+        raise ValueError(f'k must be an integer for method="sparse", got k = {k}')
+
+
+_K_CACHE = {}
+
+
+def _k_constant(k):
+    """tf.constant(k, float64), cached for eager calls (saves an op dispatch per call)."""
+    if not tf.executing_eagerly():
+        return tf.constant(k, tf.float64)
+    t = _K_CACHE.get(k)
+    if t is None:
+        if len(_K_CACHE) > 256:
+            _K_CACHE.clear()
+        t = _K_CACHE[k] = tf.constant(k, tf.float64)
+    return t
 
 
 def _check_k_values(k, n, method):

@@ -98,16 +98,20 @@ TFSORT_HD inline float ExpNonPositive(float x) {
 }
 
 // Evaluates, at threshold t, p_i = sigmoid(u_i), c_i = 1 - p_i = sigmoid(-u_i) (without
-// cancellation) and v_i = p_i (1 - p_i) / eps, u_i = (x_i + t) / eps (formed in double:
-// x_i + t cancels near the threshold). Returns sum p; sets sum v and sum c. The element
+// cancellation) and v_i = p_i (1 - p_i) / eps, u_i = (x_i + t) / eps. Returns sum p; sets sum v and sum c. The element
 // loop has no reductions so that it vectorizes; sums are accumulated in double with four
 // partial sums in a fixed order (deterministic).
 template <typename C>
 TFSORT_HD double EvalSigmoid(const C* x, int n, double t, double inv_eps, C* p, C* c,
                                     C* v, double* sum_v, double* sum_c) {
   const C ie = static_cast<C>(inv_eps);
+  // t as an unevaluated sum th + tl (tl = 0 for double). Near the threshold x_i + th
+  // cancels exactly (Sterbenz), so u keeps full precision where the mask is not saturated
+  // while the loop stays in C (four floats per SSE vector instead of two doubles).
+  const C th = static_cast<C>(t);
+  const C tl = static_cast<C>(t - static_cast<double>(th));
   for (int i = 0; i < n; ++i) {
-    const C u = static_cast<C>((static_cast<double>(x[i]) + t) * inv_eps);
+    const C u = ((x[i] + th) + tl) * ie;
     const C e = ExpNonPositive(-std::fabs(u));
     const C r = C(1) / (C(1) + e);
     const C er = e * r;
