@@ -102,8 +102,8 @@ TFSORT_HD inline float ExpNonPositive(float x) {
 // loop has no reductions so that it vectorizes; sums are accumulated in double with four
 // partial sums in a fixed order (deterministic).
 template <typename C>
-TFSORT_HD double EvalSigmoid(const C* x, int n, double t, double inv_eps, C* p, C* c,
-                                    C* v, double* sum_v, double* sum_c) {
+TFSORT_HD inline double EvalSigmoidImpl(const C* x, int n, double t, double inv_eps, C* p,
+                                        C* c, C* v, double* sum_v, double* sum_c) {
   const C ie = static_cast<C>(inv_eps);
   // t as an unevaluated sum th + tl (tl = 0 for double). Near the threshold x_i + th
   // cancels exactly (Sterbenz), so u keeps full precision where the mask is not saturated
@@ -137,6 +137,26 @@ TFSORT_HD double EvalSigmoid(const C* x, int n, double t, double inv_eps, C* p, 
   *sum_v = (sv[0] + sv[1]) + (sv[2] + sv[3]);
   *sum_c = (sc[0] + sc[1]) + (sc[2] + sc[3]);
   return (sp[0] + sp[1]) + (sp[2] + sp[3]);
+}
+
+// On x86-64 hosts with GCC the float evaluation is also compiled for AVX2 and picked at
+// run time (function multi-versioning). Same IEEE operations in the same order (no FMA), so
+// results are bit-identical to the baseline build.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__)
+#define TFSORT_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TFSORT_CPU_CLONES
+#endif
+
+TFSORT_CPU_CLONES TFSORT_HD inline double EvalSigmoid(const float* x, int n, double t,
+                                                      double inv_eps, float* p, float* c,
+                                                      float* v, double* sum_v, double* sum_c) {
+  return EvalSigmoidImpl(x, n, t, inv_eps, p, c, v, sum_v, sum_c);
+}
+TFSORT_HD inline double EvalSigmoid(const double* x, int n, double t, double inv_eps,
+                                    double* p, double* c, double* v, double* sum_v,
+                                    double* sum_c) {
+  return EvalSigmoidImpl(x, n, t, inv_eps, p, c, v, sum_v, sum_c);
 }
 
 // Solves for the threshold of one finite row and writes the mask into p (v and c are
