@@ -30,6 +30,10 @@
 #include <cstdint>
 #include <cstring>
 
+#ifndef __CUDA_ARCH__
+#include <algorithm>
+#endif
+
 #include "tfsort/cc/kernels/isotonic.h"
 
 namespace tfsort {
@@ -175,7 +179,22 @@ TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C
   const double base = eps * std::log(k / (static_cast<double>(n) - k));
   double lo = base - xmax, hi = base - xmin;
   // The mean lies in [min, max], so t0 lies in the bracket; for a constant row t0 is exact.
+  // That is the large-eps solution; when eps is small against the spread the mask is near
+  // the hard top-k, whose threshold lies between the k-th and (k+1)-th largest values, so
+  // start there instead (an O(n) selection, worth about one evaluation, where Newton from
+  // the mean would crawl through the order statistics for many).
   double t = base - mean;
+#ifndef __CUDA_ARCH__
+  if (16.0 * eps < xmax - xmin) {
+    int kk = static_cast<int>(k + 0.5);
+    kk = kk < 1 ? 1 : (kk > n - 1 ? n - 1 : kk);
+    for (int i = 0; i < n; ++i) v[i] = x[i];
+    std::nth_element(v, v + (kk - 1), v + n, [](C a, C b) { return a > b; });
+    C next = v[kk];
+    for (int i = kk + 1; i < n; ++i) next = v[i] > next ? v[i] : next;
+    t = -0.5 * (static_cast<double>(v[kk - 1]) + static_cast<double>(next));
+  }
+#endif
   if (!(t >= lo)) t = lo;
   if (!(t <= hi)) t = hi;
   // Newton's error after a step dt is O(dt^2 / eps) in t, so once |dt| / eps is below the
@@ -201,13 +220,14 @@ TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C
     prev_abs_f = abs_f;
     last_newton = false;
     if (newton_ok) {
-      // Newton on log(sum p) - log(k) below the root and on log(sum(1 - p)) - log(n - k)
-      // above it: in the tails sum p (or sum(1 - p)) is nearly exponential in t, where plain
-      // Newton crawls by about eps per step and the log form is nearly exact.
+      // Newton on log(sum p) - log(k) when k <= n / 2, else on log(sum(1 - p)) - log(n - k):
+      // the selected side's mass is nearly exponential in t in the tail where the root of a
+      // small k lies, where plain Newton crawls by about eps per step and the log form is
+      // nearly exact.
       double dt = -f / sv;
-      if (f < 0.0 && sp > 0.0) {
+      if (2.0 * k <= static_cast<double>(n) && sp > 0.0) {
         dt = std::log(k / sp) * sp / sv;
-      } else if (f > 0.0 && sq > 0.0) {
+      } else if (2.0 * k > static_cast<double>(n) && sq > 0.0) {
         dt = -std::log((static_cast<double>(n) - k) / sq) * sq / sv;
       }
       const double tn = t + dt;
