@@ -143,6 +143,9 @@ def test_sigmoid_limits():
     x = np.array([[0.3, 2.0, -1.0, 1.2, 0.0]])
     hard = tfsort.soft_topk(x, 2, 1e-3).numpy()
     np.testing.assert_allclose(hard, [[0, 1, 0, 1, 0]], atol=1e-12)
+    # float32 saturates to exact 0s and 1s (no denormal floor from the fast exp).
+    hard32 = tfsort.soft_topk(tf.constant(x, tf.float32), 2, 1e-3).numpy()
+    np.testing.assert_array_equal(hard32, [[0, 1, 0, 1, 0]])
     flat = tfsort.soft_topk(x, 2, 1e6).numpy()
     np.testing.assert_allclose(flat, 0.4, atol=1e-5)
     const = tfsort.soft_topk(np.ones((2, 4)), 1, 1.0).numpy()

@@ -65,8 +65,8 @@ TFSORT_HD inline double KeyMidpoint(double lo, double hi) {
 }
 
 // exp(x) for x <= 0. The float version is a branch-free Cephes-style polynomial (about
-// 1 ulp; results below 2^-126 come out as 2^-126 instead of 0, harmless here) that the
-// compiler vectorizes, unlike a call to expf; it dominates the sigmoid kernel's time.
+// 1 ulp; 0 below -87, where expf is denormal or 0) that the compiler vectorizes, unlike a
+// call to expf; it dominates the sigmoid kernel's time.
 TFSORT_HD inline double ExpNonPositive(double x) { return std::exp(x); }
 TFSORT_HD inline float ExpNonPositive(float x) {
   // Clamp to -87 on the bits (x <= 0: a larger magnitude is a larger unsigned pattern):
@@ -77,7 +77,8 @@ TFSORT_HD inline float ExpNonPositive(float x) {
     uint32_t u;
   } in;
   in.f = x;
-  in.u = in.u > 0xC2AE0000u ? 0xC2AE0000u : in.u;
+  const bool underflow = in.u > 0xC2AE0000u;
+  in.u = underflow ? 0xC2AE0000u : in.u;
   x = in.f;
   // n = round(x / ln 2) by the 1.5 * 2^23 trick (round-to-nearest, no libm call).
   const float kShift = 12582912.0f;
@@ -98,7 +99,14 @@ TFSORT_HD inline float ExpNonPositive(float x) {
     float f;
   } scale;
   scale.i = (static_cast<int32_t>(n) + 127) << 23;
-  return y * scale.f;
+  union {
+    float f;
+    uint32_t u;
+  } out;
+  out.f = y * scale.f;
+  // exp(x < -87) flushes to 0 (an integer mask, not a select, keeps the loop vectorized).
+  out.u &= 0u - static_cast<uint32_t>(!underflow);
+  return out.f;
 }
 
 // Evaluates, at threshold t, p_i = sigmoid(u_i), c_i = 1 - p_i = sigmoid(-u_i) (without
