@@ -34,7 +34,13 @@ _METHODS = ("sigmoid", "sparse")
 _XLA_BISECTION_STEPS = 64
 
 
-def soft_topk(values, k, regularization_strength=1.0, method="sigmoid", axis=-1):
+def soft_topk(
+    values,
+    k,
+    regularization_strength: float = 1.0,
+    method: str = "sigmoid",
+    axis: int = -1,
+) -> tf.Tensor:
     """A soft top-k mask in [0, 1] that sums to k along an axis.
 
     As eps -> 0 both methods tend to the hard top-k indicator; "sparse" reaches it
@@ -115,8 +121,6 @@ def _check_k(k, x, method):
             raise TypeError(f"k must be a number or a tensor of numbers: {e}") from e
     if not (k.dtype.is_integer or k.dtype.is_floating) or k.dtype == tf.bool:
         raise TypeError(f"k must be an integer or floating tensor, got dtype {k.dtype.name}")
-    if method == "sparse" and not k.dtype.is_integer:
-        pass  # integral float values are accepted; checked below / in the kernel
     batch = x.shape[:-1]
     kshape = k.shape
     if kshape.rank is None:

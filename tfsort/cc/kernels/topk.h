@@ -6,12 +6,16 @@
 // f is increasing, f(lo) <= 0 <= f(hi) on the bracket
 //   [eps * logit(k / n) - max x, eps * logit(k / n) - min x],
 // and f'(t) = sum_i v_i with v_i = p_i (1 - p_i) / eps. SigmoidTopKRow runs Newton's method
-// safeguarded by that bracket: a Newton step is taken only when it lands strictly inside the
-// bracket and the previous step at least halved |f|; otherwise the bracket is bisected in
-// the ordered-integer key space of doubles, which halves the number of representable values
-// left on every step (so even a bracket of width 1e300 closes in at most 64 bisections).
-// Iterations are capped (kMaxIterations), so no input can hang the kernel. Typical rows
-// converge in 4-8 function evaluations, each O(n) with one exp per element.
+// (on the log of the smaller side's mass, which is nearly exponential in t where a small
+// k's threshold lies) safeguarded by that bracket: a Newton step is taken only when it lands
+// strictly inside the bracket and the previous step at least halved |f|; otherwise the
+// bracket is bisected in the ordered-integer key space of doubles, which halves the number
+// of representable values left on every step (so even a bracket of width 1e300 closes in at
+// most 64 bisections). Iterations are capped (kMaxIterations), so no input can hang the
+// kernel. It starts from the large-eps solution eps * logit(k / n) - mean(x), or, when eps
+// is small against the spread of x, between the k-th and (k+1)-th largest values. Typical
+// rows converge in 2-3 evaluations (about 12 at eps = 1e-3 on N(0, 1) data), each O(n) with
+// one exp per element.
 // Jacobian: J = diag(v) - v v^T / sum(v) (symmetric; 0 where sum(v) == 0), applied in O(n)
 // by SigmoidTopKVjp.
 //
@@ -60,7 +64,8 @@ TFSORT_HD inline double KeyMidpoint(double lo, double hi) {
   const int64_t a = DoubleToKey(lo);
   const int64_t b = DoubleToKey(hi);
   // a/2 + b/2 without overflow, rounded towards a.
-  const int64_t mid = a + static_cast<int64_t>((static_cast<uint64_t>(b) - static_cast<uint64_t>(a)) / 2);
+  const uint64_t half = (static_cast<uint64_t>(b) - static_cast<uint64_t>(a)) / 2;
+  const int64_t mid = a + static_cast<int64_t>(half);
   return KeyToDouble(mid);
 }
 
@@ -110,9 +115,9 @@ TFSORT_HD inline float ExpNonPositive(float x) {
 }
 
 // Evaluates, at threshold t, p_i = sigmoid(u_i), c_i = 1 - p_i = sigmoid(-u_i) (without
-// cancellation) and v_i = p_i (1 - p_i) / eps, u_i = (x_i + t) / eps. Returns sum p; sets sum v and sum c. The element
-// loop has no reductions so that it vectorizes; sums are accumulated in double with four
-// partial sums in a fixed order (deterministic).
+// cancellation) and v_i = p_i (1 - p_i) / eps, u_i = (x_i + t) / eps. Returns sum p;
+// sets sum v and sum c. The element loop has no reductions so that it vectorizes; sums are
+// accumulated in double with four partial sums in a fixed order (deterministic).
 template <typename C>
 TFSORT_HD inline double EvalSigmoidImpl(const C* x, int n, double t, double inv_eps, C* p,
                                         C* c, C* v, double* sum_v, double* sum_c) {
