@@ -332,6 +332,8 @@ def test_low_precision(dtype, atol, method):
         (dict(k=2, regularization_strength=-1.0), "regularization_strength"),
         (dict(k=2, regularization_strength=float("inf")), "regularization_strength"),
         (dict(k=2, regularization_strength=float("nan")), "regularization_strength"),
+        (dict(k=2, regularization_strength=1e-300), "regularization_strength"),
+        (dict(k=2, regularization_strength=1e300), "regularization_strength"),
         (dict(k=2, method="softmax"), "method"),
         (dict(k=2.5, method="sparse"), "integer"),
         (dict(k=np.array([1, 2, 3]), method="sparse"), "shape"),
@@ -414,6 +416,22 @@ def test_saturated_rows_have_finite_gradients(method):
     # float32 too, and a huge row with tiny eps gives the hard top-k.
     m32 = tfsort.soft_topk(tf.constant(x[:2], tf.float32), 2, 1e-6, method=method).numpy()
     np.testing.assert_allclose(m32, [[1, 0, 0, 0, 1], [0, 0, 0, 1, 1]], atol=1e-6)
+
+
+def test_extreme_magnitudes_terminate():
+    # Brackets spanning 1e300 and eps far from the data scale: the solver's iteration cap
+    # and key-space bisection keep it finite and fast.
+    x = tf.constant(
+        [[1e300, -1e300, 0.0, 1e-300, 5.0], [1e-300, 2e-300, 0.0, -1e-300, 3e-300]], tf.float64
+    )
+    for eps in (1e-30, 1e30):
+        for k in (1.0, 2.5, 4.0):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                m = tfsort.soft_topk(x, k, eps)
+            g = tape.gradient(m, x, output_gradients=tf.ones_like(x))
+            np.testing.assert_allclose(m.numpy().sum(-1), k, rtol=1e-12)
+            assert np.isfinite(g.numpy()).all()
 
 
 def test_deterministic_across_calls():

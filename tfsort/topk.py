@@ -31,6 +31,9 @@ from tfsort._ops import ops as _raw
 __all__ = ["soft_topk"]
 
 _METHODS = ("sigmoid", "sparse")
+# Bounds of the doubles that round to a positive finite float32 (eps is a float32 attr).
+_F32_ROUNDS_TO_ZERO = 7.006492321624086e-46
+_F32_ROUNDS_TO_INF = 3.4028235677973366e38
 _XLA_BISECTION_STEPS = 64
 
 
@@ -82,6 +85,12 @@ def soft_topk(
     values = _utils.convert_values(values)
     method = _utils.check_choice(method, "method", _METHODS)
     eps = _utils.check_strength(regularization_strength)
+    if not _F32_ROUNDS_TO_ZERO < eps < _F32_ROUNDS_TO_INF:
+        # The ops take eps as a float32 attribute.
+        raise ValueError(
+            "regularization_strength must be a positive finite float32 value "
+            f"(about 1.2e-38 to 3.4e38), got {eps}"
+        )
     axis = _utils.normalize_axis(axis, values.shape.rank)
     x, perm = _utils.move_axis_last(values, axis)
     n = x.shape[-1]
