@@ -6,6 +6,7 @@ is all that is needed before loading a SavedModel or .keras file that uses them.
 
 from tfsort import _ops  # noqa: F401  (loads the op library first)
 from tfsort.isotonic import isotonic_regression, soft_rank, soft_sort, spearmanr
+from tfsort.topk import soft_topk
 from tfsort import layers, losses, metrics  # noqa: E402  (Keras classes; after the functions)
 
 __version__ = "0.1.0"
@@ -17,5 +18,6 @@ __all__ = [
     "metrics",
     "soft_rank",
     "soft_sort",
+    "soft_topk",
     "spearmanr",
 ]

@@ -1,0 +1,368 @@
+// CPU kernels for differentiable top-k (see ../ops/topk_ops.cc). Each kernel validates,
+// allocates, views data as [rows, n] and shards rows across TF's CPU worker threads; the
+// per-row math lives in topk.h (and isotonic.h / sort_util.h for the sparse mask).
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/lib/core/threadpool.h"
+#include "tfsort/cc/kernels/isotonic.h"
+#include "tfsort/cc/kernels/sort_util.h"
+#include "tfsort/cc/kernels/topk.h"
+
+namespace tfsort {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::errors::InvalidArgument;
+
+namespace {
+
+// Element compute type: float for half, bfloat16 and float; double for double.
+template <typename T>
+struct Compute {
+  using type = float;
+};
+template <>
+struct Compute<double> {
+  using type = double;
+};
+
+// Sparse top-k accumulates PAV block sums in double except for half / bfloat16 (float),
+// as the isotonic kernels do.
+template <typename T>
+struct PavAcc {
+  using type = double;
+};
+template <>
+struct PavAcc<Eigen::half> {
+  using type = float;
+};
+template <>
+struct PavAcc<Eigen::bfloat16> {
+  using type = float;
+};
+
+template <typename Fn>
+void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
+}
+
+float ReadStrength(OpKernelConstruction* ctx) {
+  float eps = 1.0f;
+  const ::tensorflow::Status s = ctx->GetAttr("regularization_strength", &eps);
+  if (!s.ok()) {
+    ctx->CtxFailure(s);
+    return eps;
+  }
+  if (!(eps > 0.0f) || !std::isfinite(eps)) {
+    ctx->CtxFailure(InvalidArgument(
+        "regularization_strength must be positive and finite, got ", eps));
+  }
+  return eps;
+}
+
+// Validates values (rank >= 1) and k (one value, or one per row: 0 < k < n, integer when
+// `integer_k`). On success sets rows, n and k_stride (0 for a shared k, 1 per row).
+::tensorflow::Status CheckTopKInputs(const Tensor& x_t, const Tensor& k_t, bool integer_k,
+                                     int64_t* rows, int* n, int* k_stride) {
+  if (x_t.dims() < 1) {
+    return InvalidArgument("values must have rank >= 1, got shape ",
+                           x_t.shape().DebugString());
+  }
+  const int64_t len = x_t.dim_size(x_t.dims() - 1);
+  if (len > std::numeric_limits<int32_t>::max() - 1) {
+    return InvalidArgument("values: the top-k axis has ", len,
+                           " elements; at most 2^31 - 2 are supported");
+  }
+  *n = static_cast<int>(len);
+  int64_t r = 1;
+  for (int d = 0; d + 1 < x_t.dims(); ++d) r *= x_t.dim_size(d);
+  *rows = r;
+  if (k_t.dims() == 0) {
+    *k_stride = 0;
+  } else if (k_t.dims() == 1 && k_t.dim_size(0) == r) {
+    *k_stride = 1;
+  } else {
+    return InvalidArgument("k must have shape [] or [", r, "] (one value per row of values ",
+                           x_t.shape().DebugString(), "), got ", k_t.shape().DebugString());
+  }
+  const double* k = k_t.flat<double>().data();
+  const int64_t nk = *k_stride == 0 ? 1 : r;
+  for (int64_t i = 0; i < nk; ++i) {
+    if (!(k[i] > 0.0 && k[i] < static_cast<double>(len))) {
+      return InvalidArgument("k must satisfy 0 < k < n = ", len, " (the size of the top-k axis)",
+                             ", got k = ", k[i], nk > 1 ? " in row " : "",
+                             nk > 1 ? std::to_string(i) : std::string());
+    }
+    if (integer_k && std::floor(k[i]) != k[i]) {
+      return InvalidArgument("k must be an integer for the sparse top-k, got ", k[i]);
+    }
+  }
+  return ::tensorflow::Status();
+}
+
+template <typename T>
+inline bool RowFinite(const T* x, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(static_cast<double>(static_cast<float>(x[i])))) return false;
+  }
+  return true;
+}
+template <>
+inline bool RowFinite<double>(const double* x, int n) {
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// SigmoidTopK
+
+template <typename T>
+class SigmoidTopKOp : public OpKernel {
+ public:
+  explicit SigmoidTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    eps_ = ReadStrength(ctx);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using C = typename Compute<T>::type;
+    const Tensor& x_t = ctx->input(0);
+    const Tensor& k_t = ctx->input(1);
+    int64_t rows;
+    int n, k_stride;
+    OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, false, &rows, &n, &k_stride));
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    if (rows == 0 || n == 0) return;
+    const T* x = x_t.flat<T>().data();
+    const double* k = k_t.flat<double>().data();
+    T* out = out_t->flat<T>().data();
+    const double eps = eps_;
+    ForRows(ctx, rows, 250 * static_cast<int64_t>(n) + 200, [&](int64_t begin, int64_t end) {
+      std::vector<C> xb(n), p(n), v(n), c(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = x + r * n;
+        T* o = out + r * n;
+        if (!RowFinite(xr, n)) {
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
+          continue;
+        }
+        C* pr = std::is_same<T, C>::value ? reinterpret_cast<C*>(o) : p.data();
+        const C* xc;
+        if (std::is_same<T, C>::value) {
+          xc = reinterpret_cast<const C*>(xr);
+        } else {
+          for (int i = 0; i < n; ++i) xb[i] = static_cast<C>(xr[i]);
+          xc = xb.data();
+        }
+        topk::SigmoidTopKRow<C>(xc, n, k[r * k_stride], eps, pr, v.data(), c.data());
+        if (!std::is_same<T, C>::value) {
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(pr[i]);
+        }
+      }
+    });
+  }
+
+ private:
+  float eps_ = 1.0f;
+};
+
+template <typename T>
+class SigmoidTopKGradOp : public OpKernel {
+ public:
+  explicit SigmoidTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    eps_ = ReadStrength(ctx);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using C = typename Compute<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& p_t = ctx->input(1);
+    OP_REQUIRES(ctx, g_t.dims() >= 1,
+                InvalidArgument("grad must have rank >= 1, got ", g_t.shape().DebugString()));
+    OP_REQUIRES(ctx, g_t.shape() == p_t.shape(),
+                InvalidArgument("mask must have the shape of grad ", g_t.shape().DebugString(),
+                                ", got ", p_t.shape().DebugString()));
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
+    const int64_t len = g_t.dim_size(g_t.dims() - 1);
+    if (len == 0 || g_t.NumElements() == 0) return;
+    const int n = static_cast<int>(len);
+    const int64_t rows = g_t.NumElements() / n;
+    const T* g = g_t.flat<T>().data();
+    const T* p = p_t.flat<T>().data();
+    T* out = out_t->flat<T>().data();
+    const double inv_eps = 1.0 / static_cast<double>(eps_);
+    ForRows(ctx, rows, 12 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
+      std::vector<C> gb, pb;
+      if (!std::is_same<T, C>::value) {
+        gb.resize(n);
+        pb.resize(n);
+      }
+      for (int64_t r = begin; r < end; ++r) {
+        const T* gr = g + r * n;
+        const T* pr = p + r * n;
+        T* o = out + r * n;
+        if (std::is_same<T, C>::value) {
+          topk::SigmoidTopKVjp<C>(reinterpret_cast<const C*>(pr), reinterpret_cast<const C*>(gr),
+                                  n, inv_eps, reinterpret_cast<C*>(o));
+        } else {
+          for (int i = 0; i < n; ++i) {
+            gb[i] = static_cast<C>(gr[i]);
+            pb[i] = static_cast<C>(pr[i]);
+          }
+          topk::SigmoidTopKVjp<C>(pb.data(), gb.data(), n, inv_eps, gb.data());
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(gb[i]);
+        }
+      }
+    });
+  }
+
+ private:
+  float eps_ = 1.0f;
+};
+
+// ---------------------------------------------------------------------------------------
+// SparseTopK
+
+template <typename T>
+class SparseTopKOp : public OpKernel {
+ public:
+  explicit SparseTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) { eps_ = ReadStrength(ctx); }
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename PavAcc<T>::type;
+    using K = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+    const Tensor& x_t = ctx->input(0);
+    const Tensor& k_t = ctx->input(1);
+    int64_t rows;
+    int n, k_stride;
+    OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, true, &rows, &n, &k_stride));
+    Tensor* out_t = nullptr;
+    Tensor* sup_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &sup_t));
+    if (rows == 0 || n == 0) return;
+    const T* x = x_t.flat<T>().data();
+    const double* k = k_t.flat<double>().data();
+    T* out = out_t->flat<T>().data();
+    int32_t* sup = sup_t->flat<int32_t>().data();
+    const A inv_eps = A(1) / static_cast<A>(eps_);
+    int lg = 1;
+    while ((1 << lg) < n && lg < 31) ++lg;
+    ForRows(ctx, rows, static_cast<int64_t>(n) * (10 * lg + 40) + 100,
+            [&](int64_t begin, int64_t end) {
+              std::vector<A> s(n), y(n), sol(n), m(n), pa(n), pb(n);
+              std::vector<int32_t> perm(n), seg(n), supb(n), pc(n), start(n);
+              sort_util::ArgsortScratch scratch;
+              isotonic::PavScratch<A> pav{pa.data(), pb.data(), pc.data(), start.data()};
+              for (int64_t r = begin; r < end; ++r) {
+                const T* xr = x + r * n;
+                T* o = out + r * n;
+                int32_t* sr = sup + r * n;
+                if (!RowFinite(xr, n)) {
+                  for (int i = 0; i < n; ++i) {
+                    o[i] = static_cast<T>(NAN);
+                    sr[i] = -1;
+                  }
+                  continue;
+                }
+                sort_util::ArgsortDescending<K>([xr](int i) { return xr[i]; }, n, 1,
+                                                perm.data(), &scratch);
+                for (int i = 0; i < n; ++i) s[i] = static_cast<A>(xr[perm[i]]) * inv_eps;
+                const int kr = static_cast<int>(k[r * k_stride]);
+                topk::SparseTopKSortedRow<A>(s.data(), n, kr, m.data(), supb.data(), y.data(),
+                                             sol.data(), seg.data(), pav);
+                for (int i = 0; i < n; ++i) {
+                  o[perm[i]] = static_cast<T>(m[i]);
+                  sr[perm[i]] = supb[i];
+                }
+              }
+            });
+  }
+
+ private:
+  float eps_ = 1.0f;
+};
+
+template <typename T>
+class SparseTopKGradOp : public OpKernel {
+ public:
+  explicit SparseTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    eps_ = ReadStrength(ctx);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename PavAcc<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& s_t = ctx->input(1);
+    OP_REQUIRES(ctx, g_t.dims() >= 1,
+                InvalidArgument("grad must have rank >= 1, got ", g_t.shape().DebugString()));
+    OP_REQUIRES(ctx, g_t.shape() == s_t.shape(),
+                InvalidArgument("support must have the shape of grad ",
+                                g_t.shape().DebugString(), ", got ", s_t.shape().DebugString()));
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
+    const int64_t len = g_t.dim_size(g_t.dims() - 1);
+    if (len == 0 || g_t.NumElements() == 0) return;
+    const int n = static_cast<int>(len);
+    const int64_t rows = g_t.NumElements() / n;
+    const T* g = g_t.flat<T>().data();
+    const int32_t* sup = s_t.flat<int32_t>().data();
+    T* out = out_t->flat<T>().data();
+    const A inv_eps = A(1) / static_cast<A>(eps_);
+    ForRows(ctx, rows, 6 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> gb(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const int32_t* sr = sup + r * n;
+        T* o = out + r * n;
+        if (sr[0] < 0) {
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
+          continue;
+        }
+        for (int i = 0; i < n; ++i) gb[i] = static_cast<A>(g[r * n + i]);
+        topk::SparseTopKVjp<A>(sr, gb.data(), n, inv_eps, gb.data());
+        for (int i = 0; i < n; ++i) o[i] = static_cast<T>(gb[i]);
+      }
+    });
+  }
+
+ private:
+  float eps_ = 1.0f;
+};
+
+}  // namespace
+
+#define TFSORT_REGISTER_TOPK(T)                                                               \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SigmoidTopK").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          SigmoidTopKOp<T>);                                                  \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TFSort>SigmoidTopKGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
+      SigmoidTopKGradOp<T>);                                                                  \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SparseTopK").Device(DEVICE_CPU).TypeConstraint<T>("T"),  \
+                          SparseTopKOp<T>);                                                   \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TFSort>SparseTopKGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),                \
+      SparseTopKGradOp<T>);
+
+TFSORT_REGISTER_TOPK(Eigen::half)
+TFSORT_REGISTER_TOPK(Eigen::bfloat16)
+TFSORT_REGISTER_TOPK(float)
+TFSORT_REGISTER_TOPK(double)
+
+#undef TFSORT_REGISTER_TOPK
+
+}  // namespace tfsort

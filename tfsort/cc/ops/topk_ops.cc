@@ -1,0 +1,89 @@
+// Op definitions for differentiable top-k: the sigmoid-threshold mask and the sparse
+// (capped-simplex projection) mask, each with its gradient op. Every op works on the last
+// axis; all leading dimensions are batch. k is a float64 tensor of shape [] (every row) or
+// [rows] (one value per row, rows = product of the leading dimensions).
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tfsort {
+
+using ::tensorflow::Status;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+namespace {
+
+// Outputs 0..num_outputs-1 have the shape of input 0 (rank >= 1); inputs in `same` must be
+// compatible with it; input `k_input` (if >= 0) must have rank <= 1.
+Status TopKShape(InferenceContext* c, std::initializer_list<int> same, int k_input,
+                 int num_outputs) {
+  ShapeHandle x;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+  for (int i : same) TF_RETURN_IF_ERROR(c->Merge(x, c->input(i), &x));
+  if (k_input >= 0) {
+    ShapeHandle k;
+    TF_RETURN_IF_ERROR(c->WithRankAtMost(c->input(k_input), 1, &k));
+  }
+  for (int o = 0; o < num_outputs; ++o) c->set_output(o, x);
+  return Status();
+}
+
+}  // namespace
+
+REGISTER_OP("TFSort>SigmoidTopK")
+    .Input("values: T")
+    .Input("k: double")
+    .Output("mask: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization_strength: float = 1.0")
+    .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {}, 1, 1); })
+    .Doc(R"doc(
+Soft top-k mask along the last axis: mask = sigmoid((values + t) / eps) with the per-row
+threshold t solved (safeguarded Newton, capped iterations) so that sum(mask) = k.
+Requires 0 < k < n for every row. Rows with NaN or +-inf give a NaN mask.
+Half and bfloat16 compute in float32.
+)doc");
+
+REGISTER_OP("TFSort>SigmoidTopKGrad")
+    .Input("grad: T")
+    .Input("mask: T")
+    .Output("grad_values: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization_strength: float = 1.0")
+    .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {1}, -1, 1); })
+    .Doc(R"doc(
+VJP of SigmoidTopK: with v = mask (1 - mask) / eps,
+grad_values = v * grad - v * sum(v * grad) / sum(v)   (0 where sum(v) = 0).
+The Jacobian is symmetric, so this op is also the JVP.
+)doc");
+
+REGISTER_OP("TFSort>SparseTopK")
+    .Input("values: T")
+    .Input("k: double")
+    .Output("mask: T")
+    .Output("support: int32")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization_strength: float = 1.0")
+    .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {}, 1, 2); })
+    .Doc(R"doc(
+Sparse top-k mask along the last axis: the Euclidean projection of values / eps onto
+{0 <= m <= 1, sum m = k}, by one sort and one pool-adjacent-violators pass per row.
+k must be an integer with 0 < k < n. support is 1 on the entries whose mask is fractional
+(the only ones the mask depends on locally), 0 elsewhere, -1 on rows with NaN or +-inf
+(whose mask is NaN).
+)doc");
+
+REGISTER_OP("TFSort>SparseTopKGrad")
+    .Input("grad: T")
+    .Input("support: int32")
+    .Output("grad_values: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("regularization_strength: float = 1.0")
+    .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {1}, -1, 1); })
+    .Doc(R"doc(
+VJP of SparseTopK: on the support F, (grad_i - mean_F(grad)) / eps; 0 elsewhere.
+Linear and self-adjoint, so it is also its own gradient.
+)doc");
+
+}  // namespace tfsort
