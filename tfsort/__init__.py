@@ -6,12 +6,26 @@ is all that is needed before loading a SavedModel or .keras file that uses them.
 
 from tfsort import _ops  # noqa: F401  (loads the op library first)
 from tfsort.isotonic import isotonic_regression, soft_rank, soft_sort, spearmanr
+from tfsort.networks import (
+    compare_swap,
+    diff_rank,
+    diff_sort,
+    diff_sort_by_key,
+    pretty_network,
+    sorting_network,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "compare_swap",
+    "diff_rank",
+    "diff_sort",
+    "diff_sort_by_key",
     "isotonic_regression",
+    "pretty_network",
     "soft_rank",
     "soft_sort",
+    "sorting_network",
     "spearmanr",
 ]
