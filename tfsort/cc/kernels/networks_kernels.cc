@@ -179,28 +179,36 @@ class SortingNetworkGradOp : public OpKernel {
     const Tensor& h_t = ctx->input(1);
     const Tensor& d_t = ctx->input(2);
     const Tensor& rd_t = ctx->input(3);
+    // A cotangent with no elements stands for zeros (an unused output), so the Python
+    // gradient never has to materialise a zero tensor. The values' shape then comes
+    // from the other cotangent.
+    NetAttrs at = attrs_;
+    const bool has_g = g_t.NumElements() > 0;
+    const bool has_h = at.ranks && h_t.NumElements() > 0;
+    const bool g_placeholder = g_t.dims() == 1 && g_t.dim_size(0) == 0;
+    const Tensor& shape_t = g_placeholder && at.ranks ? h_t : g_t;
     int64_t rows;
     int n;
-    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad_sorted", &rows, &n));
+    OP_REQUIRES_OK(ctx, RowShape(shape_t, "grad_sorted", &rows, &n));
     auto sched = cache_.Get(attrs_.network, n);
     const int64_t num = sched->size();
-    const NetAttrs at = attrs_;
-    const TensorShape dshape = WithLast(g_t.shape(), num);
+    const TensorShape dshape = WithLast(shape_t.shape(), num);
     OP_REQUIRES(ctx, d_t.shape() == dshape,
                 InvalidArgument("diffs must have shape ", dshape.DebugString(), ", got ",
                                 d_t.shape().DebugString()));
-    if (at.ranks) {
-      OP_REQUIRES(ctx, h_t.shape() == g_t.shape(),
+    if (has_h) {
+      OP_REQUIRES(ctx, !has_g || h_t.shape() == g_t.shape(),
                   InvalidArgument("grad_ranks must have shape ", g_t.shape().DebugString(),
                                   ", got ", h_t.shape().DebugString()));
       OP_REQUIRES(ctx, rd_t.shape() == dshape,
                   InvalidArgument("rank_diffs must have shape ", dshape.DebugString(),
                                   ", got ", rd_t.shape().DebugString()));
     }
+    at.ranks = has_h;
     Tensor* out_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape_t.shape(), &out_t));
     if (rows == 0) return;
-    const T* g = g_t.flat<T>().data();
+    const T* g = has_g ? g_t.flat<T>().data() : nullptr;
     const T* h = at.ranks ? h_t.flat<T>().data() : nullptr;
     const A* diffs = d_t.flat<A>().data();
     const A* rdiffs = at.ranks ? rd_t.flat<A>().data() : nullptr;
@@ -212,9 +220,9 @@ class SortingNetworkGradOp : public OpKernel {
             [&](int64_t begin, int64_t end) {
               std::vector<A> gb(n), hb(at.ranks ? n : 0), lalpha(at.ranks ? num : 0);
               for (int64_t r = begin; r < end; ++r) {
-                const T* gr = g + r * n;
+                const T* gr = g ? g + r * n : nullptr;
                 for (int i = 0; i < n; ++i) {
-                  gb[i] = static_cast<A>(gr[at.descending ? n - 1 - i : i]);
+                  gb[i] = g ? static_cast<A>(gr[at.descending ? n - 1 - i : i]) : A(0);
                 }
                 A* hp = nullptr;
                 if (at.ranks) {
