@@ -30,17 +30,22 @@ import tfsort  # noqa: E402
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def tfsort_fns(x, relaxation, steepness):
+def tfsort_fns(x, relaxation, steepness, perm=False):
     x = tf.constant(x)
     w = tf.constant(np.random.RandomState(1).randn(*x.shape).astype(np.float32))
+    kw = dict(relaxation=relaxation, steepness=steepness, return_permutation=perm)
 
     def fwd():
-        return tfsort.diff_sort(x, relaxation=relaxation, steepness=steepness).numpy()
+        return tf.nest.map_structure(lambda t: t.numpy(), tfsort.diff_sort(x, **kw))
 
     def fwd_bwd():
+        # With P, the loss uses P too (as diffsort's permutation losses do).
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = tfsort.diff_sort(x, relaxation=relaxation, steepness=steepness)
+            y = tfsort.diff_sort(x, **kw)
+            loss = tf.reduce_sum(y[0] * w) + tf.reduce_sum(y[1][..., 0]) if perm else y
+        if perm:
+            return tape.gradient(loss, x).numpy()
         return tape.gradient(y, x, output_gradients=w).numpy()
 
     return fwd, fwd_bwd
@@ -64,11 +69,17 @@ def diffsort_fns(x, steepness):
 
     def fwd_bwd():
         v = xt.clone().requires_grad_(True)
-        y, _ = net(v)
+        y, p = net(v)
         (y * w).sum().backward()
         return v.grad.numpy()
 
-    return fwd, fwd_bwd
+    def fwd_bwd_perm():
+        v = xt.clone().requires_grad_(True)
+        y, p = net(v)
+        ((y * w).sum() + p[:, 0, :].sum()).backward()
+        return v.grad.numpy()
+
+    return fwd, fwd_bwd, fwd_bwd_perm
 
 
 def johnhw_fns(x):
@@ -103,34 +114,42 @@ def main():
     ap.add_argument("--sizes", default="16,128,1024,4096,65536")
     ap.add_argument("--diffsort-max-n", type=int, default=256)
     ap.add_argument("--johnhw-max-n", type=int, default=1024)
+    ap.add_argument("--perm-max-n", type=int, default=1024)
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "networks.json"))
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     print(f"batch {args.batch}; medians; ratio = other / tfsort")
-    head = f"{'n':>6} {'mode':8} {'tfsort':>9} {'diffsort':>9} {'ratio':>8}"
-    print(head + f" {'tfsort-lse':>10} {'johnhw':>9} {'ratio':>8}")
+    print("diffsort always builds P; tfsort+P is diff_sort(..., return_permutation=True)")
+    head = f"{'n':>6} {'mode':8} {'tfsort':>9} {'tfsort+P':>9} {'diffsort':>9} {'ratio':>8}"
+    print(head + f" {'ratio(P)':>8} {'tfsort-lse':>10} {'johnhw':>9} {'ratio':>8}")
     for n in sizes:
         batch = args.batch if n <= 4096 else 1
         x = np.random.RandomState(n).randn(batch, n).astype(np.float32)
         mt = args.min_time
         ours = tfsort_fns(x, "cauchy", 10.0)
+        ours_p = tfsort_fns(x, "cauchy", 10.0, perm=True) if n <= args.perm_max_n else None
         ours_lse = tfsort_fns(x, "softmax", 1.0)
         ds = diffsort_fns(x, 10.0) if n <= args.diffsort_max_n else None
         jh = johnhw_fns(x) if n <= args.johnhw_max_n else None
         for mode, k in (("forward", 0), ("fwd+bwd", 1)):
             t = median_us(ours[k], min_time=mt)
+            t_p = median_us(ours_p[k], min_time=mt) if ours_p else None
             t_lse = median_us(ours_lse[k], min_time=mt)
             t_ds = median_us(ds[k], min_time=mt, min_reps=3) if ds else None
+            # diffsort's fwd+bwd through P as well as the values, against tfsort+P.
+            t_dsp = median_us(ds[2], min_time=mt, min_reps=3) if ds and k == 1 else t_ds
             t_jh = median_us(jh[k], min_time=mt, min_reps=3) if jh else None
             print(
-                f"{n:>6} {mode:8} {fmt_us(t):>9} {fmt_us(t_ds):>9} {ratio(t_ds, t):>8}"
+                f"{n:>6} {mode:8} {fmt_us(t):>9} {fmt_us(t_p):>9} {fmt_us(t_ds):>9}"
+                f" {ratio(t_ds, t):>8} {ratio(t_dsp, t_p):>8}"
                 f" {fmt_us(t_lse):>10} {fmt_us(t_jh):>9} {ratio(t_jh, t_lse):>8}",
                 flush=True,
             )
             rows.append(
-                dict(n=n, batch=batch, mode=mode, tfsort_us=t, diffsort_us=t_ds,
+                dict(n=n, batch=batch, mode=mode, tfsort_us=t, tfsort_perm_us=t_p,
+                     diffsort_us=t_ds, diffsort_perm_loss_us=t_dsp,
                      tfsort_softmax_us=t_lse, johnhw_us=t_jh)
             )
     write_json(args.out, rows, bench="networks", network="bitonic")

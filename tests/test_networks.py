@@ -269,13 +269,42 @@ def test_gradients_odd_even_and_both_outputs(relaxation):
     np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("relaxation", ["cauchy"])
-def test_permutation_gradient(relaxation):
-    x = tf.constant(rows(12, (5,)))
-    fn = lambda v: tfsort.diff_sort(v, relaxation=relaxation, steepness=2.0,  # noqa: E731
-                                    return_permutation=True)[1]
+@pytest.mark.parametrize(
+    "relaxation, network, n, direction",
+    [
+        ("cauchy", "bitonic", 5, "ASCENDING"),
+        ("logistic_phi", "bitonic", 8, "DESCENDING"),
+        ("softmax", "odd_even", 4, "ASCENDING"),
+        ("optimal", "bitonic", 16, "ASCENDING"),
+    ],
+)
+def test_permutation_gradient(relaxation, network, n, direction):
+    # n = 16 has several checkpoint segments in the kernel's backward pass.
+    x = tf.constant(rows(12, (2, n)))
+    w = tf.constant(rows(13, (2, n, n)))
+
+    def fn(v):
+        out, p = tfsort.diff_sort(v, network, relaxation, 2.0, direction, return_permutation=True)
+        return tf.reduce_sum(p * w, -1) + out
+
     theo, num = tf.test.compute_gradient(fn, [x], delta=1e-6)
     np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
+
+
+def test_permutation_only_gradient_and_composite_agree():
+    x = tf.constant(rows(14, (3, 6)))
+    w = tf.constant(rows(15, (3, 6, 6)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        _, p = tfsort.diff_sort(x, relaxation="gaussian", steepness=2.0, return_permutation=True)
+        loss = tf.reduce_sum(p * w)
+    g = tape.gradient(loss, x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        _, pc, _ = tfsort.networks._composite(x, "bitonic", "gaussian", 2.0, want_perm=True)
+        loss_c = tf.reduce_sum(pc * w)
+    np.testing.assert_allclose(p.numpy(), pc.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g.numpy(), tape.gradient(loss_c, x).numpy(), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)

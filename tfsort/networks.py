@@ -41,7 +41,11 @@ one extra backward walk over the comparators.
 
 Memory. The op stores u = b - a per comparator, (n/2) log2(n) (log2(n) + 1) / 2 floats per
 row for bitonic (plus as many again for ranks), and recomputes the relaxation in the
-backward pass. Second derivatives are not registered.
+backward pass. With return_permutation=True a second fused op propagates the rows of P
+through the comparators (no matrix per layer); its gradient op recomputes P from
+checkpoints every sqrt(#comparators * n) comparators, so a row in flight needs
+O(n^2 sqrt(log^2 n)) scratch instead of one n x n matrix per layer. Second derivatives
+are not registered.
 
 Under XLA (tf.function(jit_compile=True), Keras jit_compile) a composite path of plain TF
 ops (one gather and a few elementwise ops per layer) is used, with the same numbers.
@@ -283,9 +287,9 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
     x, perm = _utils.move_axis_last(values, axis)
     dtype = x.dtype
     n = x.shape[-1]
-    if (return_permutation or _utils.in_xla_context()) and n is None:
-        raise ValueError("the sorted axis must have a static length here")
-    if return_permutation or _utils.in_xla_context():
+    if _utils.in_xla_context():
+        if n is None:
+            raise ValueError("under XLA the sorted axis must have a static length")
         xc = tf.cast(x, tf.float32) if dtype in _LOW_PRECISION else x
         out, p, r = _composite(xc, network, relaxation, s, return_permutation, ranks, desc)
         if ranks:
@@ -298,6 +302,16 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
         if return_permutation:
             return out, tf.cast(p, dtype)
         return out
+    if return_permutation:
+        out, p, _ = _raw.tf_sort_sorting_network_permutation(
+            x,
+            Tacc=_acc_dtype(dtype),
+            network=network,
+            relaxation=relaxation,
+            steepness=s,
+            descending=desc,
+        )
+        return _utils.restore_axis(out, perm), p
     res = _raw.tf_sort_sorting_network(
         x,
         Tacc=_acc_dtype(dtype),
@@ -490,14 +504,16 @@ def _compare_swap_composite(x, left, right, relaxation, s):
 # Gradients, registered on the op types (see design.md section 5).
 
 
-def _net_attrs(op):
-    return {
+def _net_attrs(op, ranks=True):
+    attrs = {
         "network": op.get_attr("network"),
         "relaxation": op.get_attr("relaxation"),
         "steepness": op.get_attr("steepness"),
         "descending": op.get_attr("descending"),
-        "compute_ranks": op.get_attr("compute_ranks"),
     }
+    if ranks:
+        attrs["compute_ranks"] = op.get_attr("compute_ranks")
+    return attrs
 
 
 _EMPTY = {}
@@ -527,6 +543,19 @@ def _sorting_network_grad(op, g_sorted, g_ranks, _unused_d, _unused_rd):
     return _raw.tf_sort_sorting_network_grad(
         g_sorted, g_ranks, op.outputs[2], op.outputs[3], **attrs
     )
+
+
+@tf.RegisterGradient("TFSort>SortingNetworkPermutation")
+def _sorting_network_perm_grad(op, g_sorted, g_perm, _unused_d):
+    x = op.inputs[0]
+    if g_sorted is None and g_perm is None:
+        return tf.zeros_like(x)
+    if g_sorted is None:
+        g_sorted = _empty(x.dtype)
+    if g_perm is None:
+        g_perm = _empty(x.dtype)
+    attrs = _net_attrs(op, ranks=False)
+    return _raw.tf_sort_sorting_network_permutation_grad(g_sorted, g_perm, op.outputs[2], **attrs)
 
 
 @tf.RegisterGradient("TFSort>CompareSwap")

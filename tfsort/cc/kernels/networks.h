@@ -246,6 +246,16 @@ TFSORT_HD inline A CompareSwap(Relaxation r, A s, A* xi, A* xj) {
   return u;
 }
 
+// (u, v) <- (alpha u + (1 - alpha) v, (1 - alpha) u + alpha v) over n entries.
+template <typename A>
+TFSORT_HD inline void MixRows(A alpha, A* u, A* v, int n) {
+  for (int t = 0; t < n; ++t) {
+    const A a = u[t], b = v[t];
+    u[t] = alpha * a + (A(1) - alpha) * b;
+    v[t] = (A(1) - alpha) * a + alpha * b;
+  }
+}
+
 // Forward pass of one row (x: n values, overwritten by the relaxed sort, ascending).
 // diffs[k] = u of comparator k. When rank is non-null it receives the soft ranks
 // rank = P^T r0 (r0 given in rank, overwritten), and rdiffs[k] = r[lo] - r[hi] of the
@@ -300,6 +310,93 @@ TFSORT_HD void BackwardRow(Relaxation rel, A s, const int32_t* lo, const int32_t
       gi -= t;
       gj += t;
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Relaxed permutation matrix P (n x n, row-major; P[i][j] = weight of input j in sorted
+// position i). P's rows are propagated through the comparators with the mixing weights
+// alpha, so no matrix is formed per layer.
+
+// Forward: x as in ForwardRow; p (n * n) receives P.
+template <typename A>
+void ForwardPermRow(Relaxation rel, A s, const int32_t* lo, const int32_t* hi, int64_t num,
+                    int n, A* x, A* diffs, A* p) {
+  for (int64_t i = 0; i < int64_t{n} * n; ++i) p[i] = A(0);
+  for (int i = 0; i < n; ++i) p[int64_t{i} * n + i] = A(1);
+  for (int64_t k = 0; k < num; ++k) {
+    diffs[k] = CompareSwap(rel, s, x + lo[k], x + hi[k]);
+    MixRows(Relax(rel, s, diffs[k]).alpha, p + int64_t{lo[k]} * n, p + int64_t{hi[k]} * n, n);
+  }
+}
+
+// Segment length (in comparators) of the checkpointed backward pass: balances
+// (num / seg) checkpoints of n^2 against seg stored row differences of n.
+inline int64_t PermSegment(int64_t num, int n) {
+  int64_t seg = static_cast<int64_t>(std::sqrt(static_cast<double>(num) * n)) + 1;
+  return seg < num ? seg : (num > 0 ? num : 1);
+}
+
+// Scratch sizes for BackwardPermRow.
+inline int64_t PermScratchSize(int64_t num, int n) {
+  const int64_t seg = PermSegment(num, n);
+  const int64_t nn = int64_t{n} * n;
+  return ((num + seg - 1) / seg) * nn + seg * n + nn + num;
+}
+
+// Backward with a cotangent gp (n * n, overwritten) of P and g (n, overwritten by the
+// gradient w.r.t. the input) of the sorted values. dL/dalpha_k = (G_lo - G_hi) . (P_lo -
+// P_hi), with G the cotangent after comparator k and P the matrix before it; P is
+// recomputed from checkpoints (every PermSegment comparators), so memory is
+// O(n^2 sqrt(#comparators / n)) instead of O(n^2 #layers).
+template <typename A>
+void BackwardPermRow(Relaxation rel, A s, const int32_t* lo, const int32_t* hi, int64_t num,
+                     int n, const A* diffs, A* g, A* gp, A* scratch) {
+  const int64_t seg = PermSegment(num, n);
+  const int64_t nn = int64_t{n} * n;
+  const int64_t nseg = (num + seg - 1) / seg;
+  A* ckpt = scratch;                 // nseg * nn
+  A* dp = ckpt + nseg * nn;          // seg * n
+  A* p = dp + seg * n;               // nn
+  A* lalpha = p + nn;                // num
+  for (int64_t i = 0; i < nn; ++i) p[i] = A(0);
+  for (int i = 0; i < n; ++i) p[int64_t{i} * n + i] = A(1);
+  for (int64_t k = 0; k < num; ++k) {
+    if (k % seg == 0) {
+      for (int64_t i = 0; i < nn; ++i) ckpt[(k / seg) * nn + i] = p[i];
+    }
+    MixRows(Relax(rel, s, diffs[k]).alpha, p + int64_t{lo[k]} * n, p + int64_t{hi[k]} * n, n);
+  }
+  for (int64_t b = nseg - 1; b >= 0; --b) {
+    const int64_t k0 = b * seg;
+    const int64_t k1 = k0 + seg < num ? k0 + seg : num;
+    for (int64_t i = 0; i < nn; ++i) p[i] = ckpt[b * nn + i];
+    for (int64_t k = k0; k < k1; ++k) {
+      const A* pi = p + int64_t{lo[k]} * n;
+      const A* pj = p + int64_t{hi[k]} * n;
+      A* d = dp + (k - k0) * n;
+      for (int t = 0; t < n; ++t) d[t] = pi[t] - pj[t];
+      MixRows(Relax(rel, s, diffs[k]).alpha, p + int64_t{lo[k]} * n, p + int64_t{hi[k]} * n,
+              n);
+    }
+    for (int64_t k = k1 - 1; k >= k0; --k) {
+      A* gi = gp + int64_t{lo[k]} * n;
+      A* gj = gp + int64_t{hi[k]} * n;
+      const A* d = dp + (k - k0) * n;
+      A dot = 0;
+      for (int t = 0; t < n; ++t) dot += (gi[t] - gj[t]) * d[t];
+      lalpha[k] = dot;
+      MixRows(Relax(rel, s, diffs[k]).alpha, gi, gj, n);
+    }
+  }
+  for (int64_t k = num - 1; k >= 0; --k) {
+    const Weights<A> w = Relax(rel, s, diffs[k]);
+    A& gi = g[lo[k]];
+    A& gj = g[hi[k]];
+    const A gmn = gi, gmx = gj;
+    const A t = w.dalpha * lalpha[k];
+    gi = w.c * gmn + (A(1) - w.c) * gmx - t;
+    gj = (A(1) - w.c) * gmn + w.c * gmx + t;
   }
 }
 

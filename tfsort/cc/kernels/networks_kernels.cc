@@ -46,7 +46,9 @@ void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
     OP_REQUIRES(ctx, networks::ParseNetwork(s.c_str(), &a->network),
                 InvalidArgument("network must be 'bitonic' or 'odd_even', got '", s, "'"));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("descending", &a->descending));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("compute_ranks", &a->ranks));
+    if (ctx->HasAttr("compute_ranks")) {
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("compute_ranks", &a->ranks));
+    }
   }
   OP_REQUIRES_OK(ctx, ctx->GetAttr("relaxation", &s));
   OP_REQUIRES(ctx, networks::ParseRelaxation(s.c_str(), &a->relaxation),
@@ -244,6 +246,133 @@ class SortingNetworkGradOp : public OpKernel {
 };
 
 // ---------------------------------------------------------------------------------------
+// SortingNetworkPermutation
+
+template <typename T, typename A>
+class SortingNetworkPermOp : public OpKernel {
+ public:
+  explicit SortingNetworkPermOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, true, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x_t = ctx->input(0);
+    int64_t rows;
+    int n;
+    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    OP_REQUIRES(ctx, n <= 46340,
+                InvalidArgument("the permutation matrix needs n <= 46340, got n = ", n));
+    auto sched = cache_.Get(attrs_.network, n);
+    const int64_t num = sched->size();
+    const NetAttrs at = attrs_;
+    TensorShape pshape = x_t.shape();
+    pshape.AddDim(n);
+    Tensor *out_t, *p_t, *diff_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, pshape, &p_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, WithLast(x_t.shape(), num), &diff_t));
+    if (rows == 0) return;
+    const T* x = x_t.flat<T>().data();
+    T* out = out_t->flat<T>().data();
+    T* perm = p_t->flat<T>().data();
+    A* diffs = diff_t->flat<A>().data();
+    const int32_t* lo = sched->lo.data();
+    const int32_t* hi = sched->hi.data();
+    const A s = static_cast<A>(at.steepness);
+    const int64_t nn = int64_t{n} * n;
+    ForRows(ctx, rows, 40 * num + 4 * num * n + 2 * nn + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(n), pb(nn);
+      for (int64_t r = begin; r < end; ++r) {
+        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(x[r * n + i]);
+        networks::ForwardPermRow<A>(at.relaxation, s, lo, hi, num, n, buf.data(),
+                                    diffs + r * num, pb.data());
+        T* o = out + r * n;
+        T* po = perm + r * nn;
+        for (int i = 0; i < n; ++i) {
+          const int dst = at.descending ? n - 1 - i : i;
+          o[dst] = static_cast<T>(buf[i]);
+          for (int j = 0; j < n; ++j) po[int64_t{dst} * n + j] = static_cast<T>(pb[int64_t{i} * n + j]);
+        }
+      }
+    });
+  }
+
+ private:
+  NetAttrs attrs_;
+  ScheduleCache cache_;
+};
+
+template <typename T, typename A>
+class SortingNetworkPermGradOp : public OpKernel {
+ public:
+  explicit SortingNetworkPermGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, true, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& gp_t = ctx->input(1);
+    const Tensor& d_t = ctx->input(2);
+    // As in SortingNetworkGrad, a [0] cotangent stands for zeros; the values' shape is
+    // then read from grad_permutation [..., n, n].
+    const bool g_placeholder = g_t.dims() == 1 && g_t.dim_size(0) == 0;
+    const bool p_placeholder = gp_t.dims() == 1 && gp_t.dim_size(0) == 0;
+    TensorShape xshape = g_t.shape();
+    if (g_placeholder) {
+      OP_REQUIRES(ctx, gp_t.dims() >= 2, InvalidArgument("grad_permutation must have rank >= 2"));
+      xshape = gp_t.shape();
+      xshape.RemoveLastDims(1);
+    }
+    OP_REQUIRES(ctx, xshape.dims() >= 1, InvalidArgument("grad_sorted must have rank >= 1"));
+    const int n = static_cast<int>(xshape.dim_size(xshape.dims() - 1));
+    const int64_t rows = n == 0 ? 0 : xshape.num_elements() / n;
+    auto sched = cache_.Get(attrs_.network, n);
+    const int64_t num = sched->size();
+    const NetAttrs at = attrs_;
+    TensorShape pshape = xshape;
+    pshape.AddDim(n);
+    if (!p_placeholder) {
+      OP_REQUIRES(ctx, gp_t.shape() == pshape,
+                  InvalidArgument("grad_permutation must have shape ", pshape.DebugString(),
+                                  ", got ", gp_t.shape().DebugString()));
+    }
+    OP_REQUIRES(ctx, d_t.shape() == WithLast(xshape, num),
+                InvalidArgument("diffs must have shape ", WithLast(xshape, num).DebugString(),
+                                ", got ", d_t.shape().DebugString()));
+    Tensor* out_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, xshape, &out_t));
+    if (rows == 0) return;
+    const T* g = g_placeholder ? nullptr : g_t.flat<T>().data();
+    const T* gp = p_placeholder ? nullptr : gp_t.flat<T>().data();
+    const A* diffs = d_t.flat<A>().data();
+    T* out = out_t->flat<T>().data();
+    const int32_t* lo = sched->lo.data();
+    const int32_t* hi = sched->hi.data();
+    const A s = static_cast<A>(at.steepness);
+    const int64_t nn = int64_t{n} * n;
+    ForRows(ctx, rows, 40 * num + 12 * num * n + 4 * nn + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> gb(n), gpb(nn), scratch(networks::PermScratchSize(num, n));
+      for (int64_t r = begin; r < end; ++r) {
+        for (int i = 0; i < n; ++i) {
+          const int src = at.descending ? n - 1 - i : i;
+          gb[i] = g ? static_cast<A>(g[r * n + src]) : A(0);
+          for (int j = 0; j < n; ++j) {
+            gpb[int64_t{i} * n + j] = gp ? static_cast<A>(gp[r * nn + int64_t{src} * n + j]) : A(0);
+          }
+        }
+        networks::BackwardPermRow<A>(at.relaxation, s, lo, hi, num, n, diffs + r * num,
+                                     gb.data(), gpb.data(), scratch.data());
+        for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(gb[i]);
+      }
+    });
+  }
+
+ private:
+  NetAttrs attrs_;
+  ScheduleCache cache_;
+};
+
+// ---------------------------------------------------------------------------------------
 // CompareSwap: one layer with caller-given comparators.
 
 ::tensorflow::Status CheckLayer(const Tensor& left, const Tensor& right, int n) {
@@ -371,6 +500,16 @@ class CompareSwapGradOp : public OpKernel {
                               .TypeConstraint<T>("T")                                    \
                               .TypeConstraint<A>("Tacc"),                                \
                           SortingNetworkGradOp<T, A>);                                   \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkPermutation")                       \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          SortingNetworkPermOp<T, A>);                                   \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkPermutationGrad")                   \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          SortingNetworkPermGradOp<T, A>);                               \
   REGISTER_KERNEL_BUILDER(                                                               \
       Name("TFSort>CompareSwap").Device(DEVICE_CPU).TypeConstraint<T>("T").TypeConstraint<A>( \
           "Tacc"),                                                                       \

@@ -98,6 +98,67 @@ VJP of SortingNetwork: one backward pass over the comparators (and, with compute
 forward pass carrying the rank cotangent). grad_ranks is ignored unless compute_ranks.
 )doc");
 
+REGISTER_OP("TFSort>SortingNetworkPermutation")
+    .Input("values: T")
+    .Output("sorted: T")
+    .Output("permutation: T")
+    .Output("diffs: Tacc")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("Tacc: {float, double}")
+    .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
+    .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
+          "'optimal', 'softmax'} = 'cauchy'")
+    .Attr("steepness: float = 10.0")
+    .Attr("descending: bool = false")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+      std::string network;
+      TF_RETURN_IF_ERROR(c->GetAttr("network", &network));
+      DimensionHandle count = c->UnknownDim();
+      networks::Network net;
+      const DimensionHandle n = c->Dim(x, -1);
+      if (c->ValueKnown(n) && networks::ParseNetwork(network.c_str(), &net) &&
+          c->Value(n) < (1 << 24)) {
+        count = c->MakeDim(networks::NumComparators(net, static_cast<int>(c->Value(n))));
+      }
+      ShapeHandle diffs, perm;
+      TF_RETURN_IF_ERROR(PerComparatorShape(c, x, count, &diffs));
+      TF_RETURN_IF_ERROR(c->Concatenate(x, c->Vector(n), &perm));
+      c->set_output(0, x);
+      c->set_output(1, perm);
+      c->set_output(2, diffs);
+      return Status();
+    })
+    .Doc(R"doc(
+SortingNetwork that also returns the relaxed permutation matrix P ([..., n, n],
+sorted[..., i] = sum_j P[..., i, j] values[..., j]), built by propagating P's rows through
+the comparators with the mixing weights alpha (no matrix per layer).
+)doc");
+
+REGISTER_OP("TFSort>SortingNetworkPermutationGrad")
+    .Input("grad_sorted: T")
+    .Input("grad_permutation: T")
+    .Input("diffs: Tacc")
+    .Output("grad_values: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("Tacc: {float, double}")
+    .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
+    .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
+          "'optimal', 'softmax'} = 'cauchy'")
+    .Attr("steepness: float = 10.0")
+    .Attr("descending: bool = false")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle g;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &g));
+      c->set_output(0, g);
+      return Status();
+    })
+    .Doc(R"doc(
+VJP of SortingNetworkPermutation. P is recomputed from checkpoints, so memory stays
+O(n^2 sqrt(#comparators / n)) per row in flight.
+)doc");
+
 REGISTER_OP("TFSort>CompareSwap")
     .Input("values: T")
     .Input("left: int32")
