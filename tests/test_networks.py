@@ -261,9 +261,8 @@ def test_gradients_odd_even_and_both_outputs(relaxation):
     x = tf.constant(rows(11, (2, 6)))
 
     def fn(v):
-        return tfsort.diff_sort(v, "odd_even", relaxation, 2.0, "DESCENDING") * 0.3 + tfsort.diff_rank(
-            v, "odd_even", relaxation, 2.0
-        )
+        s = tfsort.diff_sort(v, "odd_even", relaxation, 2.0, "DESCENDING")
+        return s * 0.3 + tfsort.diff_rank(v, "odd_even", relaxation, 2.0)
 
     theo, num = tf.test.compute_gradient(fn, [x], delta=1e-6)
     np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
@@ -546,3 +545,29 @@ def test_matches_diffsort(relaxation, n):
         tfsort.diff_sort(x, relaxation=relaxation, steepness=5.0).numpy(), want.numpy(),
         rtol=1e-6, atol=1e-8,
     )
+
+
+def test_xla_permutation_and_vector_sort():
+    x = tf.constant(rows(24, (2, 6, 3), np.float32))
+
+    @tf.function(jit_compile=True)
+    def xla(v):
+        return tfsort.diff_sort_by_key(v, lambda t: t[..., 0], return_permutation=True)
+
+    out, p = xla(x)
+    want, want_p = tfsort.diff_sort_by_key(x, x[..., 0], return_permutation=True)
+    np.testing.assert_allclose(p.numpy(), want_p.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import tfsort.networks
+
+    result = doctest.testmod(
+        tfsort.networks,
+        extraglobs={"tf": tf, "tfsort": tfsort, "np": np},
+        optionflags=doctest.NORMALIZE_WHITESPACE,
+    )
+    assert result.failed == 0 and result.attempted > 0

@@ -291,7 +291,8 @@ class SortingNetworkPermOp : public OpKernel {
         for (int i = 0; i < n; ++i) {
           const int dst = at.descending ? n - 1 - i : i;
           o[dst] = static_cast<T>(buf[i]);
-          for (int j = 0; j < n; ++j) po[int64_t{dst} * n + j] = static_cast<T>(pb[int64_t{i} * n + j]);
+          const A* src = pb.data() + int64_t{i} * n;
+          for (int j = 0; j < n; ++j) po[int64_t{dst} * n + j] = static_cast<T>(src[j]);
         }
       }
     });
