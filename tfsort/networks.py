@@ -321,7 +321,7 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
         descending=desc,
         compute_ranks=ranks,
     )
-    return _utils.restore_axis(res[1] if ranks else res[0], perm)
+    return _utils.restore_axis(res[0], perm)
 
 
 def diff_sort(
@@ -531,18 +531,10 @@ def _empty(dtype):
 
 
 @tf.RegisterGradient("TFSort>SortingNetwork")
-def _sorting_network_grad(op, g_sorted, g_ranks, _unused_d, _unused_rd):
-    x = op.inputs[0]
-    attrs = _net_attrs(op)
-    if g_sorted is None and g_ranks is None:
-        g_sorted = tf.zeros_like(x)
-    if g_sorted is None:
-        g_sorted = _empty(x.dtype)
-    if g_ranks is None or not attrs["compute_ranks"]:
-        g_ranks = _empty(x.dtype)
-    return _raw.tf_sort_sorting_network_grad(
-        g_sorted, g_ranks, op.outputs[2], op.outputs[3], **attrs
-    )
+def _sorting_network_grad(op, grad, _unused_saved):
+    if grad is None:
+        return tf.zeros_like(op.inputs[0])
+    return _raw.tf_sort_sorting_network_grad(grad, op.outputs[1], **_net_attrs(op))
 
 
 @tf.RegisterGradient("TFSort>SortingNetworkPermutation")

@@ -122,46 +122,37 @@ class SortingNetworkOp : public OpKernel {
     auto sched = cache_.Get(attrs_.network, n);
     const int64_t num = sched->size();
     const NetAttrs at = attrs_;
-    Tensor *out_t, *rank_t, *diff_t, *rdiff_t;
+    const int64_t per_row = num * (at.ranks ? 2 : 1);
+    Tensor *out_t, *saved_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, at.ranks ? x_t.shape() : TensorShape({0}),
-                                             &rank_t));
-    const TensorShape dshape = WithLast(x_t.shape(), num);
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dshape, &diff_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, at.ranks ? dshape : TensorShape({0}),
-                                             &rdiff_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, WithLast(x_t.shape(), per_row), &saved_t));
     if (rows == 0) return;
     const T* x = x_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
-    T* rank = at.ranks ? rank_t->flat<T>().data() : nullptr;
-    A* diffs = diff_t->flat<A>().data();
-    A* rdiffs = at.ranks ? rdiff_t->flat<A>().data() : nullptr;
+    A* saved = saved_t->flat<A>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
     const A s = static_cast<A>(at.steepness);
-    ForRows(ctx, rows, 40 * num * (at.ranks ? 2 : 1) + 10 * n + 50,
-            [&](int64_t begin, int64_t end) {
-              std::vector<A> buf(n), rbuf(at.ranks ? n : 0);
-              for (int64_t r = begin; r < end; ++r) {
-                const T* xr = x + r * n;
-                for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(xr[i]);
-                A* rb = nullptr;
-                if (at.ranks) {
-                  rb = rbuf.data();
-                  for (int i = 0; i < n; ++i) rb[i] = static_cast<A>(at.descending ? n - i : i + 1);
-                }
-                networks::ForwardRow<A>(at.relaxation, s, lo, hi, num, buf.data(),
-                                        diffs + r * num, rb, rb ? rdiffs + r * num : nullptr);
-                T* o = out + r * n;
-                for (int i = 0; i < n; ++i) {
-                  o[at.descending ? n - 1 - i : i] = static_cast<T>(buf[i]);
-                }
-                if (rb) {
-                  T* rr = rank + r * n;
-                  for (int i = 0; i < n; ++i) rr[i] = static_cast<T>(rb[i]);
-                }
-              }
-            });
+    ForRows(ctx, rows, 40 * per_row + 10 * n + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(n), rbuf(at.ranks ? n : 0);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = x + r * n;
+        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(xr[i]);
+        A* diffs = saved + r * per_row;
+        T* o = out + r * n;
+        if (at.ranks) {
+          A* rb = rbuf.data();
+          for (int i = 0; i < n; ++i) rb[i] = static_cast<A>(at.descending ? n - i : i + 1);
+          networks::ForwardRow<A>(at.relaxation, s, lo, hi, num, buf.data(), diffs, rb,
+                                  diffs + num);
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(rb[i]);
+        } else {
+          networks::ForwardRow<A>(at.relaxation, s, lo, hi, num, buf.data(), diffs, nullptr,
+                                  nullptr);
+          for (int i = 0; i < n; ++i) o[at.descending ? n - 1 - i : i] = static_cast<T>(buf[i]);
+        }
+      }
+    });
   }
 
  private:
@@ -178,42 +169,23 @@ class SortingNetworkGradOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& g_t = ctx->input(0);
-    const Tensor& h_t = ctx->input(1);
-    const Tensor& d_t = ctx->input(2);
-    const Tensor& rd_t = ctx->input(3);
-    // A cotangent with no elements stands for zeros (an unused output), so the Python
-    // gradient never has to materialise a zero tensor. The values' shape then comes
-    // from the other cotangent.
-    NetAttrs at = attrs_;
-    const bool has_g = g_t.NumElements() > 0;
-    const bool has_h = at.ranks && h_t.NumElements() > 0;
-    const bool g_placeholder = g_t.dims() == 1 && g_t.dim_size(0) == 0;
-    const Tensor& shape_t = g_placeholder && at.ranks ? h_t : g_t;
+    const Tensor& saved_t = ctx->input(1);
     int64_t rows;
     int n;
-    OP_REQUIRES_OK(ctx, RowShape(shape_t, "grad_sorted", &rows, &n));
+    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad", &rows, &n));
     auto sched = cache_.Get(attrs_.network, n);
     const int64_t num = sched->size();
-    const TensorShape dshape = WithLast(shape_t.shape(), num);
-    OP_REQUIRES(ctx, d_t.shape() == dshape,
-                InvalidArgument("diffs must have shape ", dshape.DebugString(), ", got ",
-                                d_t.shape().DebugString()));
-    if (has_h) {
-      OP_REQUIRES(ctx, !has_g || h_t.shape() == g_t.shape(),
-                  InvalidArgument("grad_ranks must have shape ", g_t.shape().DebugString(),
-                                  ", got ", h_t.shape().DebugString()));
-      OP_REQUIRES(ctx, rd_t.shape() == dshape,
-                  InvalidArgument("rank_diffs must have shape ", dshape.DebugString(),
-                                  ", got ", rd_t.shape().DebugString()));
-    }
-    at.ranks = has_h;
+    const NetAttrs at = attrs_;
+    const int64_t per_row = num * (at.ranks ? 2 : 1);
+    const TensorShape sshape = WithLast(g_t.shape(), per_row);
+    OP_REQUIRES(ctx, saved_t.shape() == sshape,
+                InvalidArgument("saved must have shape ", sshape.DebugString(), ", got ",
+                                saved_t.shape().DebugString()));
     Tensor* out_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, shape_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
     if (rows == 0) return;
-    const T* g = has_g ? g_t.flat<T>().data() : nullptr;
-    const T* h = at.ranks ? h_t.flat<T>().data() : nullptr;
-    const A* diffs = d_t.flat<A>().data();
-    const A* rdiffs = at.ranks ? rd_t.flat<A>().data() : nullptr;
+    const T* g = g_t.flat<T>().data();
+    const A* saved = saved_t.flat<A>().data();
     T* out = out_t->flat<T>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
@@ -222,18 +194,23 @@ class SortingNetworkGradOp : public OpKernel {
             [&](int64_t begin, int64_t end) {
               std::vector<A> gb(n), hb(at.ranks ? n : 0), lalpha(at.ranks ? num : 0);
               for (int64_t r = begin; r < end; ++r) {
-                const T* gr = g ? g + r * n : nullptr;
-                for (int i = 0; i < n; ++i) {
-                  gb[i] = g ? static_cast<A>(gr[at.descending ? n - 1 - i : i]) : A(0);
-                }
-                A* hp = nullptr;
+                const T* gr = g + r * n;
+                const A* diffs = saved + r * per_row;
                 if (at.ranks) {
-                  hp = hb.data();
-                  for (int i = 0; i < n; ++i) hp[i] = static_cast<A>(h[r * n + i]);
+                  // The ranks' cotangent enters through the mixing weights only.
+                  for (int i = 0; i < n; ++i) {
+                    gb[i] = A(0);
+                    hb[i] = static_cast<A>(gr[i]);
+                  }
+                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
+                                           hb.data(), diffs + num, lalpha.data());
+                } else {
+                  for (int i = 0; i < n; ++i) {
+                    gb[i] = static_cast<A>(gr[at.descending ? n - 1 - i : i]);
+                  }
+                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
+                                           nullptr, nullptr, nullptr);
                 }
-                networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs + r * num,
-                                         gb.data(), hp, hp ? rdiffs + r * num : nullptr,
-                                         hp ? lalpha.data() : nullptr);
                 T* o = out + r * n;
                 for (int i = 0; i < n; ++i) o[i] = static_cast<T>(gb[i]);
               }

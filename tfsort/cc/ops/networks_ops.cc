@@ -35,14 +35,13 @@ Status NetworkShape(InferenceContext* c) {
   const DimensionHandle n = c->Dim(x, -1);
   if (c->ValueKnown(n) && networks::ParseNetwork(network.c_str(), &net) &&
       c->Value(n) < (1 << 24)) {
-    count = c->MakeDim(networks::NumComparators(net, static_cast<int>(c->Value(n))));
+    count = c->MakeDim(networks::NumComparators(net, static_cast<int>(c->Value(n))) *
+                       (ranks ? 2 : 1));
   }
-  ShapeHandle diffs;
-  TF_RETURN_IF_ERROR(PerComparatorShape(c, x, count, &diffs));
+  ShapeHandle saved;
+  TF_RETURN_IF_ERROR(PerComparatorShape(c, x, count, &saved));
   c->set_output(0, x);
-  c->set_output(1, ranks ? x : c->Vector(0));
-  c->set_output(2, diffs);
-  c->set_output(3, ranks ? diffs : c->Vector(0));
+  c->set_output(1, saved);
   return Status();
 }
 
@@ -50,10 +49,8 @@ Status NetworkShape(InferenceContext* c) {
 
 REGISTER_OP("TFSort>SortingNetwork")
     .Input("values: T")
-    .Output("sorted: T")
-    .Output("ranks: T")
-    .Output("diffs: Tacc")
-    .Output("rank_diffs: Tacc")
+    .Output("output: T")
+    .Output("saved: Tacc")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("Tacc: {float, double}")
     .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
@@ -67,17 +64,16 @@ REGISTER_OP("TFSort>SortingNetwork")
 Runs a relaxed sorting network over the last axis of values, one pass per comparator,
 computing in Tacc (float for half/bfloat16/float, double for double).
 
-sorted: the relaxed sort (ascending, or descending if `descending`).
-ranks: if compute_ranks, soft ranks starting at 1 (rank_j = sum_i (i + 1) P[i, j]); else [0].
-diffs: u = b - a at every comparator, per row (kept for the gradient).
-rank_diffs: if compute_ranks, r[lo] - r[hi] of the back-propagated rank vector; else [0].
+output: the relaxed sort (ascending, or descending if `descending`), or, if compute_ranks,
+  soft ranks starting at 1 (rank_j = sum_i (i + 1) P[i, j]; n + 1 minus that if descending).
+saved: per row, u = b - a at every comparator (C values) and, if compute_ranks, then
+  r[lo] - r[hi] of the back-propagated rank vector at every comparator (C more). Kept for
+  the gradient; one extra output only, since eager backprop builds zeros for every unused one.
 )doc");
 
 REGISTER_OP("TFSort>SortingNetworkGrad")
-    .Input("grad_sorted: T")
-    .Input("grad_ranks: T")
-    .Input("diffs: Tacc")
-    .Input("rank_diffs: Tacc")
+    .Input("grad: T")
+    .Input("saved: Tacc")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("Tacc: {float, double}")
@@ -94,8 +90,8 @@ REGISTER_OP("TFSort>SortingNetworkGrad")
       return Status();
     })
     .Doc(R"doc(
-VJP of SortingNetwork: one backward pass over the comparators (and, with compute_ranks, one
-forward pass carrying the rank cotangent). grad_ranks is ignored unless compute_ranks.
+VJP of SortingNetwork (grad: cotangent of its output, sorted values or ranks): one backward
+pass over the comparators, plus one forward pass carrying the rank cotangent for ranks.
 )doc");
 
 REGISTER_OP("TFSort>SortingNetworkPermutation")
