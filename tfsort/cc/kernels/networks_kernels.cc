@@ -1,0 +1,507 @@
+// CPU kernels for the sorting-network family (see ../ops/networks_ops.cc). Each kernel
+// validates, allocates, views data as [rows, n] and shards rows across TF's CPU worker
+// threads; the per-row math lives in networks.h. Rows are independent and each row is
+// computed by one thread in a fixed order, so results do not depend on the thread count.
+
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tfsort/cc/kernels/networks.h"
+
+namespace tfsort {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::errors::InvalidArgument;
+
+namespace {
+
+using networks::Network;
+using networks::Relaxation;
+using networks::Schedule;
+
+struct NetAttrs {
+  Network network = Network::kBitonic;
+  Relaxation relaxation = Relaxation::kCauchy;
+  float steepness = 10.0f;
+  bool descending = false;
+  bool ranks = false;
+};
+
+// Reads the attrs the op has; rejects bad values by name.
+void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
+  std::string s;
+  if (has_network) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("network", &s));
+    OP_REQUIRES(ctx, networks::ParseNetwork(s.c_str(), &a->network),
+                InvalidArgument("network must be 'bitonic' or 'odd_even', got '", s, "'"));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("descending", &a->descending));
+    if (ctx->HasAttr("compute_ranks")) {
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("compute_ranks", &a->ranks));
+    }
+  }
+  OP_REQUIRES_OK(ctx, ctx->GetAttr("relaxation", &s));
+  OP_REQUIRES(ctx, networks::ParseRelaxation(s.c_str(), &a->relaxation),
+              InvalidArgument("unknown relaxation '", s, "'"));
+  OP_REQUIRES_OK(ctx, ctx->GetAttr("steepness", &a->steepness));
+  OP_REQUIRES(ctx, a->steepness > 0.0f && std::isfinite(a->steepness),
+              InvalidArgument("steepness must be positive and finite, got ", a->steepness));
+}
+
+// [rows, n] view of a rank >= 1 tensor.
+::tensorflow::Status RowShape(const Tensor& t, const char* name, int64_t* rows, int* n) {
+  if (t.dims() < 1) {
+    return InvalidArgument(name, " must have rank >= 1, got shape ", t.shape().DebugString());
+  }
+  const int64_t len = t.dim_size(t.dims() - 1);
+  if (len > (1 << 28)) {
+    return InvalidArgument(name, ": the sorted axis has ", len, " elements; at most 2^28");
+  }
+  *n = static_cast<int>(len);
+  *rows = len == 0 ? 0 : t.NumElements() / len;
+  return ::tensorflow::Status();
+}
+
+TensorShape WithLast(const TensorShape& s, int64_t last) {
+  TensorShape out = s;
+  out.set_dim(out.dims() - 1, last);
+  return out;
+}
+
+template <typename Fn>
+void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
+}
+
+// Caches the schedule of the last n seen (building it is O(#comparators)).
+class ScheduleCache {
+ public:
+  std::shared_ptr<const Schedule> Get(Network net, int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!sched_ || n_ != n) {
+      auto s = std::make_shared<Schedule>();
+      networks::BuildSchedule(net, n, s.get());
+      sched_ = s;
+      n_ = n;
+    }
+    return sched_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::shared_ptr<const Schedule> sched_;
+  int n_ = -1;
+};
+
+// ---------------------------------------------------------------------------------------
+// SortingNetwork
+
+template <typename T, typename A>
+class SortingNetworkOp : public OpKernel {
+ public:
+  explicit SortingNetworkOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, true, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x_t = ctx->input(0);
+    int64_t rows;
+    int n;
+    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    auto sched = cache_.Get(attrs_.network, n);
+    const int64_t num = sched->size();
+    const NetAttrs at = attrs_;
+    const int64_t per_row = num * (at.ranks ? 2 : 1);
+    Tensor *out_t, *saved_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, WithLast(x_t.shape(), per_row), &saved_t));
+    if (rows == 0) return;
+    const T* x = x_t.flat<T>().data();
+    T* out = out_t->flat<T>().data();
+    A* saved = saved_t->flat<A>().data();
+    const int32_t* lo = sched->lo.data();
+    const int32_t* hi = sched->hi.data();
+    const A s = static_cast<A>(at.steepness);
+    ForRows(ctx, rows, 40 * per_row + 10 * n + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(n), rbuf(at.ranks ? n : 0);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = x + r * n;
+        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(xr[i]);
+        A* diffs = saved + r * per_row;
+        T* o = out + r * n;
+        if (at.ranks) {
+          A* rb = rbuf.data();
+          for (int i = 0; i < n; ++i) rb[i] = static_cast<A>(at.descending ? n - i : i + 1);
+          networks::ForwardRow<A>(at.relaxation, s, lo, hi, num, buf.data(), diffs, rb,
+                                  diffs + num);
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(rb[i]);
+        } else {
+          networks::ForwardRow<A>(at.relaxation, s, lo, hi, num, buf.data(), diffs, nullptr,
+                                  nullptr);
+          for (int i = 0; i < n; ++i) o[at.descending ? n - 1 - i : i] = static_cast<T>(buf[i]);
+        }
+      }
+    });
+  }
+
+ private:
+  NetAttrs attrs_;
+  ScheduleCache cache_;
+};
+
+template <typename T, typename A>
+class SortingNetworkGradOp : public OpKernel {
+ public:
+  explicit SortingNetworkGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, true, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& saved_t = ctx->input(1);
+    int64_t rows;
+    int n;
+    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad", &rows, &n));
+    auto sched = cache_.Get(attrs_.network, n);
+    const int64_t num = sched->size();
+    const NetAttrs at = attrs_;
+    const int64_t per_row = num * (at.ranks ? 2 : 1);
+    const TensorShape sshape = WithLast(g_t.shape(), per_row);
+    OP_REQUIRES(ctx, saved_t.shape() == sshape,
+                InvalidArgument("saved must have shape ", sshape.DebugString(), ", got ",
+                                saved_t.shape().DebugString()));
+    Tensor* out_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (rows == 0) return;
+    const T* g = g_t.flat<T>().data();
+    const A* saved = saved_t.flat<A>().data();
+    T* out = out_t->flat<T>().data();
+    const int32_t* lo = sched->lo.data();
+    const int32_t* hi = sched->hi.data();
+    const A s = static_cast<A>(at.steepness);
+    ForRows(ctx, rows, 40 * num * (at.ranks ? 3 : 1) + 10 * n + 50,
+            [&](int64_t begin, int64_t end) {
+              std::vector<A> gb(n), hb(at.ranks ? n : 0), lalpha(at.ranks ? num : 0);
+              for (int64_t r = begin; r < end; ++r) {
+                const T* gr = g + r * n;
+                const A* diffs = saved + r * per_row;
+                if (at.ranks) {
+                  // The ranks' cotangent enters through the mixing weights only.
+                  for (int i = 0; i < n; ++i) {
+                    gb[i] = A(0);
+                    hb[i] = static_cast<A>(gr[i]);
+                  }
+                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
+                                           hb.data(), diffs + num, lalpha.data());
+                } else {
+                  for (int i = 0; i < n; ++i) {
+                    gb[i] = static_cast<A>(gr[at.descending ? n - 1 - i : i]);
+                  }
+                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
+                                           nullptr, nullptr, nullptr);
+                }
+                T* o = out + r * n;
+                for (int i = 0; i < n; ++i) o[i] = static_cast<T>(gb[i]);
+              }
+            });
+  }
+
+ private:
+  NetAttrs attrs_;
+  ScheduleCache cache_;
+};
+
+// ---------------------------------------------------------------------------------------
+// SortingNetworkPermutation
+
+template <typename T, typename A>
+class SortingNetworkPermOp : public OpKernel {
+ public:
+  explicit SortingNetworkPermOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, true, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x_t = ctx->input(0);
+    int64_t rows;
+    int n;
+    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    OP_REQUIRES(ctx, n <= 46340,
+                InvalidArgument("the permutation matrix needs n <= 46340, got n = ", n));
+    auto sched = cache_.Get(attrs_.network, n);
+    const int64_t num = sched->size();
+    const NetAttrs at = attrs_;
+    TensorShape pshape = x_t.shape();
+    pshape.AddDim(n);
+    Tensor *out_t, *p_t, *diff_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, pshape, &p_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, WithLast(x_t.shape(), num), &diff_t));
+    if (rows == 0) return;
+    const T* x = x_t.flat<T>().data();
+    T* out = out_t->flat<T>().data();
+    T* perm = p_t->flat<T>().data();
+    A* diffs = diff_t->flat<A>().data();
+    const int32_t* lo = sched->lo.data();
+    const int32_t* hi = sched->hi.data();
+    const A s = static_cast<A>(at.steepness);
+    const int64_t nn = int64_t{n} * n;
+    ForRows(ctx, rows, 40 * num + 4 * num * n + 2 * nn + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(n), pb(nn);
+      for (int64_t r = begin; r < end; ++r) {
+        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(x[r * n + i]);
+        networks::ForwardPermRow<A>(at.relaxation, s, lo, hi, num, n, buf.data(),
+                                    diffs + r * num, pb.data());
+        T* o = out + r * n;
+        T* po = perm + r * nn;
+        for (int i = 0; i < n; ++i) {
+          const int dst = at.descending ? n - 1 - i : i;
+          o[dst] = static_cast<T>(buf[i]);
+          const A* src = pb.data() + int64_t{i} * n;
+          for (int j = 0; j < n; ++j) po[int64_t{dst} * n + j] = static_cast<T>(src[j]);
+        }
+      }
+    });
+  }
+
+ private:
+  NetAttrs attrs_;
+  ScheduleCache cache_;
+};
+
+template <typename T, typename A>
+class SortingNetworkPermGradOp : public OpKernel {
+ public:
+  explicit SortingNetworkPermGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, true, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& gp_t = ctx->input(1);
+    const Tensor& d_t = ctx->input(2);
+    // As in SortingNetworkGrad, a [0] cotangent stands for zeros; the values' shape is
+    // then read from grad_permutation [..., n, n].
+    const bool g_placeholder = g_t.dims() == 1 && g_t.dim_size(0) == 0;
+    const bool p_placeholder = gp_t.dims() == 1 && gp_t.dim_size(0) == 0;
+    TensorShape xshape = g_t.shape();
+    if (g_placeholder) {
+      OP_REQUIRES(ctx, gp_t.dims() >= 2, InvalidArgument("grad_permutation must have rank >= 2"));
+      xshape = gp_t.shape();
+      xshape.RemoveLastDims(1);
+    }
+    OP_REQUIRES(ctx, xshape.dims() >= 1, InvalidArgument("grad_sorted must have rank >= 1"));
+    const int n = static_cast<int>(xshape.dim_size(xshape.dims() - 1));
+    const int64_t rows = n == 0 ? 0 : xshape.num_elements() / n;
+    auto sched = cache_.Get(attrs_.network, n);
+    const int64_t num = sched->size();
+    const NetAttrs at = attrs_;
+    TensorShape pshape = xshape;
+    pshape.AddDim(n);
+    if (!p_placeholder) {
+      OP_REQUIRES(ctx, gp_t.shape() == pshape,
+                  InvalidArgument("grad_permutation must have shape ", pshape.DebugString(),
+                                  ", got ", gp_t.shape().DebugString()));
+    }
+    OP_REQUIRES(ctx, d_t.shape() == WithLast(xshape, num),
+                InvalidArgument("diffs must have shape ", WithLast(xshape, num).DebugString(),
+                                ", got ", d_t.shape().DebugString()));
+    Tensor* out_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, xshape, &out_t));
+    if (rows == 0) return;
+    const T* g = g_placeholder ? nullptr : g_t.flat<T>().data();
+    const T* gp = p_placeholder ? nullptr : gp_t.flat<T>().data();
+    const A* diffs = d_t.flat<A>().data();
+    T* out = out_t->flat<T>().data();
+    const int32_t* lo = sched->lo.data();
+    const int32_t* hi = sched->hi.data();
+    const A s = static_cast<A>(at.steepness);
+    const int64_t nn = int64_t{n} * n;
+    ForRows(ctx, rows, 40 * num + 12 * num * n + 4 * nn + 50, [&](int64_t begin, int64_t end) {
+      std::vector<A> gb(n), gpb(nn), scratch(networks::PermScratchSize(num, n));
+      for (int64_t r = begin; r < end; ++r) {
+        for (int i = 0; i < n; ++i) {
+          const int src = at.descending ? n - 1 - i : i;
+          gb[i] = g ? static_cast<A>(g[r * n + src]) : A(0);
+          for (int j = 0; j < n; ++j) {
+            gpb[int64_t{i} * n + j] = gp ? static_cast<A>(gp[r * nn + int64_t{src} * n + j]) : A(0);
+          }
+        }
+        networks::BackwardPermRow<A>(at.relaxation, s, lo, hi, num, n, diffs + r * num,
+                                     gb.data(), gpb.data(), scratch.data());
+        for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(gb[i]);
+      }
+    });
+  }
+
+ private:
+  NetAttrs attrs_;
+  ScheduleCache cache_;
+};
+
+// ---------------------------------------------------------------------------------------
+// CompareSwap: one layer with caller-given comparators.
+
+::tensorflow::Status CheckLayer(const Tensor& left, const Tensor& right, int n) {
+  if (left.dims() != 1 || right.shape() != left.shape()) {
+    return InvalidArgument("left and right must be vectors of one length, got ",
+                           left.shape().DebugString(), " and ", right.shape().DebugString());
+  }
+  std::vector<char> used(n, 0);
+  const auto l = left.flat<int32_t>();
+  const auto r = right.flat<int32_t>();
+  for (int64_t k = 0; k < l.size(); ++k) {
+    for (int32_t idx : {l(k), r(k)}) {
+      if (idx < 0 || idx >= n) {
+        return InvalidArgument("comparator ", k, " (", l(k), ", ", r(k),
+                               ") is out of range for rows of length ", n);
+      }
+      if (used[idx]) {
+        return InvalidArgument("position ", idx,
+                               " appears in more than one comparator of the layer");
+      }
+      used[idx] = 1;
+    }
+  }
+  return ::tensorflow::Status();
+}
+
+template <typename T, typename A>
+class CompareSwapOp : public OpKernel {
+ public:
+  explicit CompareSwapOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, false, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x_t = ctx->input(0);
+    const Tensor& l_t = ctx->input(1);
+    const Tensor& r_t = ctx->input(2);
+    int64_t rows;
+    int n;
+    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    OP_REQUIRES_OK(ctx, CheckLayer(l_t, r_t, n));
+    const int64_t num = l_t.NumElements();
+    Tensor *out_t, *diff_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, WithLast(x_t.shape(), num), &diff_t));
+    if (rows == 0) return;
+    const T* x = x_t.flat<T>().data();
+    T* out = out_t->flat<T>().data();
+    A* diffs = diff_t->flat<A>().data();
+    const int32_t* lo = l_t.flat<int32_t>().data();
+    const int32_t* hi = r_t.flat<int32_t>().data();
+    const NetAttrs at = attrs_;
+    const A s = static_cast<A>(at.steepness);
+    ForRows(ctx, rows, 40 * num + 5 * n + 20, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(n);
+      for (int64_t r = begin; r < end; ++r) {
+        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(x[r * n + i]);
+        networks::ForwardRow<A>(at.relaxation, s, lo, hi, num, buf.data(), diffs + r * num,
+                                nullptr, nullptr);
+        for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(buf[i]);
+      }
+    });
+  }
+
+ private:
+  NetAttrs attrs_;
+};
+
+template <typename T, typename A>
+class CompareSwapGradOp : public OpKernel {
+ public:
+  explicit CompareSwapGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadAttrs(ctx, false, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& d_t = ctx->input(1);
+    const Tensor& l_t = ctx->input(2);
+    const Tensor& r_t = ctx->input(3);
+    int64_t rows;
+    int n;
+    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad", &rows, &n));
+    OP_REQUIRES_OK(ctx, CheckLayer(l_t, r_t, n));
+    const int64_t num = l_t.NumElements();
+    const TensorShape dshape = WithLast(g_t.shape(), num);
+    OP_REQUIRES(ctx, d_t.shape() == dshape,
+                InvalidArgument("diffs must have shape ", dshape.DebugString(), ", got ",
+                                d_t.shape().DebugString()));
+    Tensor* out_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (rows == 0) return;
+    const T* g = g_t.flat<T>().data();
+    const A* diffs = d_t.flat<A>().data();
+    T* out = out_t->flat<T>().data();
+    const int32_t* lo = l_t.flat<int32_t>().data();
+    const int32_t* hi = r_t.flat<int32_t>().data();
+    const NetAttrs at = attrs_;
+    const A s = static_cast<A>(at.steepness);
+    ForRows(ctx, rows, 40 * num + 5 * n + 20, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(n);
+      for (int64_t r = begin; r < end; ++r) {
+        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[r * n + i]);
+        networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs + r * num, buf.data(),
+                                 nullptr, nullptr, nullptr);
+        for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(buf[i]);
+      }
+    });
+  }
+
+ private:
+  NetAttrs attrs_;
+};
+
+}  // namespace
+
+#define TFSORT_REGISTER_NETWORKS(T, A)                                                   \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetwork")                                  \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          SortingNetworkOp<T, A>);                                       \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkGrad")                              \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          SortingNetworkGradOp<T, A>);                                   \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkPermutation")                       \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          SortingNetworkPermOp<T, A>);                                   \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkPermutationGrad")                   \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          SortingNetworkPermGradOp<T, A>);                               \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TFSort>CompareSwap").Device(DEVICE_CPU).TypeConstraint<T>("T").TypeConstraint<A>( \
+          "Tacc"),                                                                       \
+      CompareSwapOp<T, A>);                                                              \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>CompareSwapGrad")                                 \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          CompareSwapGradOp<T, A>);
+
+TFSORT_REGISTER_NETWORKS(Eigen::half, float)
+TFSORT_REGISTER_NETWORKS(Eigen::bfloat16, float)
+TFSORT_REGISTER_NETWORKS(float, float)
+TFSORT_REGISTER_NETWORKS(double, double)
+#undef TFSORT_REGISTER_NETWORKS
+
+}  // namespace tfsort
