@@ -1,0 +1,657 @@
+"""Side-by-side CPU benchmark of tfsort's isotonic family against its peers (float32).
+
+Contenders, timed in one process and one run (medians, benchmarks/timing.py):
+
+* ``tfsort.soft_rank`` / ``tfsort.soft_sort`` (L2, eps = 1) against torchsort's CPU kernel
+  (``torchsort.soft_rank`` / ``torchsort.soft_sort``, same defaults) when torchsort is
+  importable, and against ``tf.sort`` alone, the floor reference.
+* ``tfsort.isotonic_regression`` (L2, decreasing) against ``tf.nn.isotonic_regression``.
+
+"fwd" is the forward call. "fwd+bwd" is the forward plus the gradient of
+``sum(out * w)`` for a fixed random cotangent ``w``, for every contender: a
+``tf.GradientTape`` for TF, ``(out * w).sum().backward()`` for torch. Eager mode is the
+primary comparison (it is how torchsort is used); tfsort's fwd+bwd wrapped in one
+``tf.function`` is an extra column. The script also measures TF's eager floor (fwd+bwd of
+``tf.negative`` on a 1x16 tensor, the cheapest op with a registered gradient), so small
+shapes can be compared with what any TF op costs.
+
+Targets (design.md section 7): soft_rank / soft_sort fwd+bwd faster than torchsort at every
+shape and within 2x of tf.sort alone (or within 1.25x of TF's eager floor where torchsort is
+below it); isotonic_regression fwd+bwd at least 5x faster than tf.nn.isotonic_regression.
+
+The peers are benchmark-only dependencies; see benchmarks/README.md for how to install them.
+
+Usage:
+    python benchmarks/bench_isotonic.py                # every shape
+    python benchmarks/bench_isotonic.py --quick        # a small subset
+    python benchmarks/bench_isotonic.py --shapes 1x16,256x8192 --out /tmp/iso.json
+    python benchmarks/bench_isotonic.py --rounds 3     # min of 3 medians per cell (busy box)
+    python benchmarks/bench_isotonic.py --profile      # where soft_rank's time goes at 1x16
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tfsort  # noqa: E402
+from timing import fmt_us, median_us, ratio, write_json  # noqa: E402
+
+try:
+    import torch
+    import torchsort
+except ImportError as e:  # benchmark-only peer: compare with what is there
+    torch = torchsort = None
+    _TORCH_MISSING = str(e)
+
+BATCHES = (1, 16, 256)
+LENGTHS = (16, 128, 1024, 8192)
+ALL_SHAPES = [(b, n) for b in BATCHES for n in LENGTHS]
+QUICK_SHAPES = [(1, 16), (16, 128), (1, 1024), (256, 1024)]
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "isotonic.json")
+
+
+def parse_shapes(text):
+    shapes = []
+    for item in text.split(","):
+        b, n = item.lower().strip().split("x")
+        shapes.append((int(b), int(n)))
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------
+# Timed callables. Each factory returns a zero-argument function doing one full call.
+
+
+def tf_fwd(fn, x):
+    return lambda: fn(x)
+
+
+def tf_fwd_bwd(fn, x, w):
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * w)
+        return tape.gradient(loss, x)
+
+    return run
+
+
+def tf_function_fwd_bwd(fn, x, w):
+    @tf.function(reduce_retracing=True)
+    def step(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * w)
+        return tape.gradient(loss, x)
+
+    return lambda: step(x, w)
+
+
+def tf_vjp(fn, x, w):
+    """The same gradient as tf_fwd_bwd, with w passed as the output cotangent: no mul/sum."""
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = fn(x)
+        return tape.gradient(out, x, output_gradients=w)
+
+    return run
+
+
+def torch_vjp(fn, x, w):
+    def run():
+        x.grad = None
+        fn(x).backward(w)
+        return x.grad
+
+    return run
+
+
+def torch_fwd(fn, x):
+    def run():
+        with torch.no_grad():
+            return fn(x)
+
+    return run
+
+
+def torch_fwd_bwd(fn, x, w):
+    def run():
+        x.grad = None
+        (fn(x) * w).sum().backward()
+        return x.grad
+
+    return run
+
+
+def time_or_none(make, *args, min_time):
+    try:
+        return median_us(make(*args), min_time=min_time)
+    except Exception as e:  # noqa: BLE001  (report and carry on with the other contenders)
+        print(f"    failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def tf_sort_asc(x):
+    return tf.sort(x, axis=-1)
+
+
+def tf_nn_isotonic(y):
+    return tf.nn.isotonic_regression(y, decreasing=True, axis=-1)[0]
+
+
+def tfsort_isotonic(y):
+    return tfsort.isotonic_regression(y, decreasing=True, axis=-1)
+
+
+SOFT_OPS = {
+    "soft_rank": (tfsort.soft_rank, "soft_rank"),
+    "soft_sort": (tfsort.soft_sort, "soft_sort"),
+}
+
+
+def untied(x):
+    """Mask of the entries whose value occurs once in its row. Between tied inputs the sort
+    order (hence which one gets which gradient) is arbitrary, and libraries differ."""
+    mask = np.ones(x.shape, bool)
+    for i, row in enumerate(x.reshape(-1, x.shape[-1])):
+        values, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
+        mask.reshape(-1, x.shape[-1])[i] = counts[inverse] == 1
+    return mask
+
+
+def check_close(name, a, b, shape, atol, mask=None):
+    """Prints a warning when two contenders disagree (they should compute the same thing)."""
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    if mask is not None:
+        diff = np.where(mask, diff, 0.0)
+    err = float(np.max(diff)) if diff.size else 0.0
+    if not err <= atol:
+        print(f"  WARNING {name} {shape}: max |difference| = {err:.3g} > {atol}")
+    return err
+
+
+def bench_soft(op_name, shape, min_time, rng):
+    tf_fn, torch_name = SOFT_OPS[op_name]
+    b, n = shape
+    x_np = rng.standard_normal(shape).astype(np.float32)
+    w_np = rng.standard_normal(shape).astype(np.float32)
+    x, w = tf.constant(x_np), tf.constant(w_np)
+    row = {"op": op_name, "batch": b, "n": n}
+
+    row["tfsort_fwd_us"] = time_or_none(tf_fwd, tf_fn, x, min_time=min_time)
+    row["tfsort_fwd_bwd_us"] = time_or_none(tf_fwd_bwd, tf_fn, x, w, min_time=min_time)
+    row["tfsort_tf_function_fwd_bwd_us"] = time_or_none(
+        tf_function_fwd_bwd, tf_fn, x, w, min_time=min_time
+    )
+    row["tf_sort_fwd_us"] = time_or_none(tf_fwd, tf_sort_asc, x, min_time=min_time)
+    row["tf_sort_fwd_bwd_us"] = time_or_none(tf_fwd_bwd, tf_sort_asc, x, w, min_time=min_time)
+    # tf.sort's registered gradient (TopKV2's) is ~40 small eager ops; inside a tf.function
+    # it is one graph, the fairer floor where the kernel, not dispatch, matters.
+    row["tf_sort_tf_function_fwd_bwd_us"] = time_or_none(
+        tf_function_fwd_bwd, tf_sort_asc, x, w, min_time=min_time
+    )
+
+    row["tfsort_vjp_us"] = time_or_none(tf_vjp, tf_fn, x, w, min_time=min_time)
+    row["torchsort_fwd_us"] = row["torchsort_fwd_bwd_us"] = row["torchsort_vjp_us"] = None
+    if torchsort is not None:
+        t_fn = getattr(torchsort, torch_name)
+        xt = torch.from_numpy(x_np.copy())
+        wt = torch.from_numpy(w_np.copy())
+        row["torchsort_fwd_us"] = time_or_none(torch_fwd, t_fn, xt, min_time=min_time)
+        xg = xt.clone().requires_grad_(True)
+        row["torchsort_fwd_bwd_us"] = time_or_none(torch_fwd_bwd, t_fn, xg, wt, min_time=min_time)
+        row["torchsort_vjp_us"] = time_or_none(torch_vjp, t_fn, xg, wt, min_time=min_time)
+        # Same math, same numbers (values and gradients), or the comparison means nothing.
+        row["max_abs_diff_vs_torchsort"] = check_close(
+            op_name, tf_fn(x).numpy(), t_fn(xt).numpy(), shape, atol=1e-3 * max(1, n / 128)
+        )
+        g_tf = tf_fwd_bwd(tf_fn, x, w)().numpy()
+        g_t = torch_fwd_bwd(t_fn, xg, wt)().numpy()
+        mask = untied(x_np)
+        row["tied_inputs"] = int(mask.size - mask.sum())
+        row["max_abs_grad_diff_vs_torchsort"] = check_close(
+            op_name + " gradient (untied inputs)", g_tf, g_t, shape, atol=1e-3, mask=mask
+        )
+    return row
+
+
+def bench_isotonic(shape, min_time, rng):
+    b, n = shape
+    # A noisy decreasing trend, so PAV pools blocks of many sizes (pure noise pools into a
+    # few big blocks, a sorted row into none).
+    trend = np.linspace(1.0, -1.0, n, dtype=np.float32) * np.sqrt(n) / 4
+    y_np = (trend + rng.standard_normal(shape)).astype(np.float32)
+    w_np = rng.standard_normal(shape).astype(np.float32)
+    y, w = tf.constant(y_np), tf.constant(w_np)
+    row = {"op": "isotonic_regression", "batch": b, "n": n}
+    row["tfsort_fwd_us"] = time_or_none(tf_fwd, tfsort_isotonic, y, min_time=min_time)
+    row["tfsort_fwd_bwd_us"] = time_or_none(tf_fwd_bwd, tfsort_isotonic, y, w, min_time=min_time)
+    row["tfsort_tf_function_fwd_bwd_us"] = time_or_none(
+        tf_function_fwd_bwd, tfsort_isotonic, y, w, min_time=min_time
+    )
+    row["tf_nn_fwd_us"] = time_or_none(tf_fwd, tf_nn_isotonic, y, min_time=min_time)
+    row["tf_nn_fwd_bwd_us"] = time_or_none(tf_fwd_bwd, tf_nn_isotonic, y, w, min_time=min_time)
+    row["tf_nn_tf_function_fwd_bwd_us"] = time_or_none(
+        tf_function_fwd_bwd, tf_nn_isotonic, y, w, min_time=min_time
+    )
+    row["max_abs_diff_vs_tf_nn"] = check_close(
+        "isotonic_regression", tfsort_isotonic(y).numpy(), tf_nn_isotonic(y).numpy(), shape, 1e-4
+    )
+    row["max_abs_grad_diff_vs_tf_nn"] = check_close(
+        "isotonic_regression gradient",
+        tf_fwd_bwd(tfsort_isotonic, y, w)().numpy(),
+        tf_fwd_bwd(tf_nn_isotonic, y, w)().numpy(),
+        shape,
+        1e-4,
+    )
+    return row
+
+
+def merge_min(a, b):
+    """Per timing cell, the smaller median of two rounds (None-aware)."""
+    out = dict(a)
+    for k, v in b.items():
+        if k.endswith("_us") and v is not None:
+            out[k] = v if a.get(k) is None else min(a[k], v)
+    return out
+
+
+def eager_floor(min_time):
+    """TF's eager floor: fwd+bwd of the cheapest op with a registered gradient (1x16)."""
+    x = tf.constant(np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32))
+    w = tf.constant(np.random.default_rng(2).standard_normal((1, 16)).astype(np.float32))
+
+    return {
+        # The same loss construction as every fwd+bwd column: negative, mul, sum + grads.
+        "floor_negative_fwd_bwd_us": median_us(tf_fwd_bwd(tf.negative, x, w), min_time=min_time),
+        "floor_negative_bare_fwd_bwd_us": median_us(tf_vjp(tf.negative, x, w), min_time=min_time),
+        "floor_negative_fwd_us": median_us(tf_fwd(tf.negative, x), min_time=min_time),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Reports
+
+
+def soft_table(rows, op_name, floor_us):
+    lines = [
+        f"\n### {op_name} (L2, eps=1, float32, eager unless noted)\n",
+        "| shape | tfsort fwd | torchsort fwd | tfsort fwd+bwd | torchsort fwd+bwd "
+        "| torchsort/tfsort | tf.sort fwd+bwd | tfsort/tf.sort | tfsort fwd+bwd tf.function "
+        "| tf.sort fwd+bwd tf.function | tfsort/tf.sort tf.function | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["op"] != op_name:
+            continue
+        lines.append(
+            f"| {r['batch']}x{r['n']} | {fmt_us(r['tfsort_fwd_us'])} "
+            f"| {fmt_us(r['torchsort_fwd_us'])} | {fmt_us(r['tfsort_fwd_bwd_us'])} "
+            f"| {fmt_us(r['torchsort_fwd_bwd_us'])} "
+            f"| {ratio(r['torchsort_fwd_bwd_us'], r['tfsort_fwd_bwd_us'])} "
+            f"| {fmt_us(r['tf_sort_fwd_bwd_us'])} "
+            f"| {ratio(r['tfsort_fwd_bwd_us'], r['tf_sort_fwd_bwd_us'])} "
+            f"| {fmt_us(r['tfsort_tf_function_fwd_bwd_us'])} "
+            f"| {fmt_us(r['tf_sort_tf_function_fwd_bwd_us'])} "
+            f"| {ratio(r['tfsort_tf_function_fwd_bwd_us'], r['tf_sort_tf_function_fwd_bwd_us'])} "
+            f"| {soft_verdict(r, floor_us)} |"
+        )
+    return "\n".join(lines)
+
+
+def vjp_table(rows, ops, floor_bare_us):
+    lines = [
+        "\n### The same gradients as a direct VJP (eager; TF: tape.gradient(out, x, "
+        "output_gradients=w), torch: out.backward(w)): no mul/sum ops, so TF's loss overhead "
+        f"drops out. TF floor in this form: {floor_bare_us:.0f} us\n",
+        "| op | shape | tfsort vjp | torchsort vjp | torchsort/tfsort | tfsort/floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["op"] not in ops or "tfsort_vjp_us" not in r:
+            continue
+        lines.append(
+            f"| {r['op']} | {r['batch']}x{r['n']} | {fmt_us(r['tfsort_vjp_us'])} "
+            f"| {fmt_us(r['torchsort_vjp_us'])} "
+            f"| {ratio(r['torchsort_vjp_us'], r['tfsort_vjp_us'])} "
+            f"| {ratio(r['tfsort_vjp_us'], floor_bare_us)} |"
+        )
+    return "\n".join(lines)
+
+
+def soft_verdict(r, floor_us):
+    """design.md section 7, for one row: 'ok' or what is missed."""
+    t, ts, srt = r["tfsort_fwd_bwd_us"], r["torchsort_fwd_bwd_us"], r["tf_sort_fwd_bwd_us"]
+    if t is None:
+        return "-"
+    missed = []
+    if ts is not None:
+        if ts < floor_us:  # torchsort below TF's floor: stay within 1.25x of the floor
+            if t > 1.25 * floor_us:
+                missed.append(">1.25x floor")
+        elif t >= ts:
+            missed.append("slower than torchsort")
+        f, tsf = r["tfsort_fwd_us"], r["torchsort_fwd_us"]
+        if f is not None and tsf is not None and f >= tsf:
+            missed.append("fwd slower")
+    if srt is not None and t > 2 * srt:
+        missed.append(">2x tf.sort")
+    return "ok" if not missed else "MISS: " + ", ".join(missed)
+
+
+def isotonic_table(rows):
+    lines = [
+        "\n### isotonic_regression (L2, decreasing, float32, eager unless noted)\n",
+        "| shape | tfsort fwd | tf.nn fwd | tfsort fwd+bwd | tf.nn fwd+bwd | tf.nn/tfsort "
+        "| tfsort fwd+bwd tf.function | tf.nn fwd+bwd tf.function | tf.nn/tfsort tf.function "
+        "| target (5x) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["op"] != "isotonic_regression":
+            continue
+        t, nn = r["tfsort_fwd_bwd_us"], r["tf_nn_fwd_bwd_us"]
+        ok = "-" if t is None or nn is None else ("ok" if nn >= 5 * t else "MISS")
+        lines.append(
+            f"| {r['batch']}x{r['n']} | {fmt_us(r['tfsort_fwd_us'])} | {fmt_us(r['tf_nn_fwd_us'])} "
+            f"| {fmt_us(t)} | {fmt_us(nn)} | {ratio(nn, t)} "
+            f"| {fmt_us(r['tfsort_tf_function_fwd_bwd_us'])} "
+            f"| {fmt_us(r['tf_nn_tf_function_fwd_bwd_us'])} "
+            f"| {ratio(r['tf_nn_tf_function_fwd_bwd_us'], r['tfsort_tf_function_fwd_bwd_us'])} "
+            f"| {ok} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows, floor_us, path):
+    try:
+        import matplotlib  # noqa: PLC0415  (optional, benchmark-only)
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot (pip install matplotlib)")
+        return
+    present = {r["op"] for r in rows}
+    ops = [o for o in ("soft_rank", "soft_sort", "isotonic_regression") if o in present]
+    batches = sorted({r["batch"] for r in rows})
+    if not ops or not batches:
+        return
+    curves = {
+        "soft_rank": [
+            ("tfsort_fwd_bwd_us", "tfsort eager", "C0", "-"),
+            ("tfsort_tf_function_fwd_bwd_us", "tfsort tf.function", "C0", ":"),
+            ("torchsort_fwd_bwd_us", "torchsort", "C1", "-"),
+            ("tf_sort_fwd_bwd_us", "tf.sort eager", "C2", "--"),
+            ("tf_sort_tf_function_fwd_bwd_us", "tf.sort tf.function", "C2", ":"),
+        ],
+        "isotonic_regression": [
+            ("tfsort_fwd_bwd_us", "tfsort eager", "C0", "-"),
+            ("tfsort_tf_function_fwd_bwd_us", "tfsort tf.function", "C0", ":"),
+            ("tf_nn_fwd_bwd_us", "tf.nn.isotonic_regression", "C3", "-"),
+            ("tf_nn_tf_function_fwd_bwd_us", "tf.nn tf.function", "C3", ":"),
+        ],
+    }
+    curves["soft_sort"] = curves["soft_rank"]
+    fig, axes = plt.subplots(
+        len(ops), len(batches), figsize=(4 * len(batches), 3.3 * len(ops)), squeeze=False
+    )
+    for i, op in enumerate(ops):
+        for j, b in enumerate(batches):
+            ax = axes[i][j]
+            sel = sorted(
+                (r for r in rows if r["op"] == op and r["batch"] == b), key=lambda r: r["n"]
+            )
+            for key, label, color, style in curves[op]:
+                pts = [(r["n"], r[key]) for r in sel if r.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), style, color=color, marker="o", ms=3, label=label)
+            ax.axhline(floor_us, color="gray", lw=0.8, ls="-.", label="TF eager floor")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{op} fwd+bwd, batch {b}", fontsize=9)
+            ax.set_xlabel("n")
+            ax.set_ylabel("us (median)")
+            ax.grid(True, which="both", alpha=0.3)
+            if j == 0:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------------------
+# Profile: where soft_rank's time goes at a small shape, eager fwd+bwd.
+
+
+def profile(shape, min_time):
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    from tfsort import _utils  # noqa: PLC0415
+    from tfsort._ops import ops as raw  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal(shape).astype(np.float32))
+    w = tf.constant(rng.standard_normal(shape).astype(np.float32))
+    attrs = dict(regularization="l2", regularization_strength=1.0, descending=False)
+
+    def raw_rank(v):
+        return raw.tf_sort_soft_rank(v, **attrs)[0]
+
+    _, perm, seg = raw.tf_sort_soft_rank(x, **attrs)
+
+    def wrapper_python_only():  # the validation the public function does before the op
+        _utils.in_xla_context()
+        v = _utils.convert_values(x)
+        _utils.check_regularization("l2")
+        _utils.check_strength(1.0)
+        _utils.check_descending("ASCENDING")
+        a = _utils.normalize_axis(-1, v.shape.rank)
+        _utils.move_axis_last(v, a)
+
+    def bare_tape(fn):
+        def run():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = fn(x)
+            return tape.gradient(out, x, output_gradients=w)
+
+        return run
+
+    persistent = tf.GradientTape(persistent=True)
+    with persistent:
+        persistent.watch(x)
+        out_p = tfsort.soft_rank(x)
+
+    items = [
+        ("tfsort.soft_rank fwd (public)", tf_fwd(tfsort.soft_rank, x)),
+        ("raw op tf_sort_soft_rank fwd", tf_fwd(raw_rank, x)),
+        ("python validation in soft_rank (no op)", wrapper_python_only),
+        ("  of which _utils.in_xla_context()", _utils.in_xla_context),
+        (
+            "raw grad op tf_sort_soft_rank_grad",
+            lambda: raw.tf_sort_soft_rank_grad(w, x, perm, seg, **attrs),
+        ),
+        ("tfsort.soft_rank fwd+bwd, sum(out*w) (tables)", tf_fwd_bwd(tfsort.soft_rank, x, w)),
+        ("raw op fwd+bwd, sum(out*w)", tf_fwd_bwd(raw_rank, x, w)),
+        ("tfsort.soft_rank fwd+bwd, output_gradients=w", bare_tape(tfsort.soft_rank)),
+        ("raw op fwd+bwd, output_gradients=w", bare_tape(raw_rank)),
+        ("tape.gradient only (persistent tape, recorded soft_rank)",
+         lambda: persistent.gradient(out_p, x, output_gradients=w)),
+        ("floor: tf.negative fwd+bwd, sum(out*w)", tf_fwd_bwd(tf.negative, x, w)),
+        ("floor: tf.negative fwd+bwd, output_gradients=w", bare_tape(tf.negative)),
+        ("tf.sort fwd+bwd, sum(out*w)", tf_fwd_bwd(tf_sort_asc, x, w)),
+        ("tf.reduce_sum(out*w) alone (2 eager ops)", lambda: tf.reduce_sum(x * w)),
+        ("tf.GradientTape() enter+exit, empty", _empty_tape),
+    ]
+    print(f"\n### Profile: soft_rank at {shape[0]}x{shape[1]}, eager (median us)\n")
+    print("| what | median |\n|---|---|")
+    results = {}
+    for name, fn in items:
+        us = median_us(fn, min_time=min_time)
+        results[name] = us
+        print(f"| {name} | {us:.1f} us |")
+    if torchsort is not None:
+        xg = torch.from_numpy(x.numpy()).requires_grad_(True)
+        wt = torch.from_numpy(w.numpy())
+        us = median_us(torch_fwd_bwd(torchsort.soft_rank, xg, wt), min_time=min_time)
+        results["torchsort.soft_rank fwd+bwd"] = us
+        print(f"| torchsort.soft_rank fwd+bwd | {us:.1f} us |")
+
+    for label, run in (
+        ("fwd+bwd of sum(out*w)", tf_fwd_bwd(tfsort.soft_rank, x, w)),
+        ("VJP (output_gradients=w)", tf_vjp(tfsort.soft_rank, x, w)),
+    ):
+        for _ in range(200):
+            run()
+        prof = cProfile.Profile()
+        reps = 3000
+        prof.enable()
+        for _ in range(reps):
+            run()
+        prof.disable()
+        print(f"\ncProfile of {reps} eager soft_rank {label} calls (cProfile inflates Python "
+              "time several-fold; read the shares, not the absolute numbers):")
+        stats = pstats.Stats(prof)
+        stats.sort_stats("tottime").print_stats(15)
+        stats.sort_stats("cumulative").print_stats(25)
+    return results
+
+
+def _empty_tape():
+    with tf.GradientTape():
+        pass
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=f"only {QUICK_SHAPES}")
+    p.add_argument("--shapes", help="comma-separated BATCHxN, e.g. 1x16,256x8192")
+    p.add_argument(
+        "--ops",
+        default="soft_rank,soft_sort,isotonic_regression",
+        help="comma-separated subset of soft_rank,soft_sort,isotonic_regression",
+    )
+    p.add_argument("--out", default=DEFAULT_OUT, help="JSON output; the PNG goes next to it")
+    p.add_argument("--min-time", type=float, default=0.2, help="seconds per measurement")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every shape this many times (interleaved) and keep each cell's "
+        "smallest median: on a shared machine the least-disturbed round is the best estimate",
+    )
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--profile", action="store_true", help="profile soft_rank at 1x16 and exit")
+    args = p.parse_args(argv)
+
+    threads = os.cpu_count() or 1
+    if torch is not None:
+        torch.set_num_threads(threads)
+    print(
+        f"TensorFlow {tf.__version__} (default threading: intra_op="
+        f"{tf.config.threading.get_intra_op_parallelism_threads()}, inter_op="
+        f"{tf.config.threading.get_inter_op_parallelism_threads()}; 0 = TF's choice), "
+        f"tfsort {tfsort.__version__}, numpy {np.__version__}"
+    )
+    if torch is not None:
+        print(
+            f"torch {torch.__version__}, torchsort "
+            f"{getattr(torchsort, '__version__', '?')}: torch.set_num_threads({threads}) "
+            f"(os.cpu_count()), now {torch.get_num_threads()} threads"
+        )
+    else:
+        print(f"torchsort not importable ({_TORCH_MISSING}): its columns are '-'")
+    print(f"cpus: {os.cpu_count()}, timing: median of >= 5 calls over >= {args.min_time}s each")
+
+    if args.profile:
+        profile((1, 16), args.min_time)
+        return
+
+    if args.shapes:
+        shapes = parse_shapes(args.shapes)
+    else:
+        shapes = QUICK_SHAPES if args.quick else ALL_SHAPES
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    for o in ops:
+        if o not in ("soft_rank", "soft_sort", "isotonic_regression"):
+            p.error(f"unknown op {o!r} in --ops")
+
+    floor = eager_floor(args.min_time)
+
+    rows = []
+    start = time.perf_counter()
+    for rnd in range(max(1, args.rounds)):
+        if rnd:  # the floor is as noisy as everything else: keep its least-disturbed round
+            floor = merge_min(floor, eager_floor(args.min_time))
+        rng = np.random.default_rng(0)  # the same data every round
+        i = 0
+        for shape in shapes:
+            for op in ops:
+                print(f"  round {rnd + 1}: {op} {shape[0]}x{shape[1]} ...", flush=True)
+                if op == "isotonic_regression":
+                    row = bench_isotonic(shape, args.min_time, rng)
+                else:
+                    row = bench_soft(op, shape, args.min_time, rng)
+                if rnd == 0:
+                    rows.append(row)
+                else:
+                    rows[i] = merge_min(rows[i], row)
+                i += 1
+    print(f"(measured in {time.perf_counter() - start:.0f} s)")
+    print(
+        f"TF eager floor (1x16 tf.negative): fwd {floor['floor_negative_fwd_us']:.0f} us, "
+        f"fwd+bwd with sum(out*w) {floor['floor_negative_fwd_bwd_us']:.0f} us (as in the "
+        f"tables), fwd+bwd with output_gradients {floor['floor_negative_bare_fwd_bwd_us']:.0f} us"
+    )
+    floor_us = floor["floor_negative_fwd_bwd_us"]
+
+    for op in ("soft_rank", "soft_sort"):
+        if op in ops:
+            print(soft_table(rows, op, floor_us))
+    soft = [o for o in ops if o != "isotonic_regression"]
+    if soft:
+        print(vjp_table(rows, soft, floor["floor_negative_bare_fwd_bwd_us"]))
+    if "isotonic_regression" in ops:
+        print(isotonic_table(rows))
+    print(
+        "\nRatios: torchsort/tfsort > 1 and tf.nn/tfsort > 1 mean tfsort is faster; "
+        "tfsort/tf.sort is tfsort's cost relative to sorting alone (target <= 2x)."
+    )
+
+    meta = dict(
+        benchmark="isotonic",
+        dtype="float32",
+        tensorflow=tf.__version__,
+        torch=None if torch is None else torch.__version__,
+        torch_threads=None if torch is None else torch.get_num_threads(),
+        argv=sys.argv[1:],
+        rounds=max(1, args.rounds),
+        **floor,
+    )
+    write_json(args.out, rows, **meta)
+    if not args.no_plot:
+        plot(rows, floor_us, os.path.splitext(args.out)[0] + ".png")
+
+
+if __name__ == "__main__":
+    main()
