@@ -449,12 +449,13 @@ def profile(shape, min_time):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal(shape).astype(np.float32))
     w = tf.constant(rng.standard_normal(shape).astype(np.float32))
-    attrs = dict(regularization="l2", regularization_strength=1.0, descending=False)
+    attrs = dict(regularization="l2", descending=False)
+    eps = tf.constant(1.0, tf.float64)
 
     def raw_rank(v):
-        return raw.tf_sort_soft_rank(v, **attrs)[0]
+        return raw.tf_sort_soft_rank(v, eps, num_aux=0, **attrs)[0]
 
-    _, perm, seg = raw.tf_sort_soft_rank(x, **attrs)
+    _, aux = raw.tf_sort_soft_rank(x, eps, num_aux=1, **attrs)
 
     def wrapper_python_only():  # the validation the public function does before the op
         _utils.in_xla_context()
@@ -486,7 +487,7 @@ def profile(shape, min_time):
         ("  of which _utils.in_xla_context()", _utils.in_xla_context),
         (
             "raw grad op tf_sort_soft_rank_grad",
-            lambda: raw.tf_sort_soft_rank_grad(w, x, perm, seg, **attrs),
+            lambda: raw.tf_sort_soft_rank_grad(w, x, eps, aux, **attrs),
         ),
         ("tfsort.soft_rank fwd+bwd, sum(out*w) (tables)", tf_fwd_bwd(tfsort.soft_rank, x, w)),
         ("raw op fwd+bwd, sum(out*w)", tf_fwd_bwd(raw_rank, x, w)),

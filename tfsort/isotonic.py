@@ -267,7 +267,7 @@ def _pearson(a, b, axis):
 # Below this many elements an eager forward op returns no aux tensor and its gradient
 # re-sorts: each extra op output costs ~15 us of TF eager bookkeeping in the backward pass
 # (zero cotangents, trainability checks), more than re-sorting a few thousand values.
-_RECOMPUTE_MAX_ELEMENTS = 2048
+_RECOMPUTE_MAX_ELEMENTS = 1024
 
 
 # ---------------------------------------------------------------------------------------

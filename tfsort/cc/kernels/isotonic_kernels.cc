@@ -28,6 +28,8 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
+using sort_util::Scratch;
+
 // Accumulation type: float for half/bfloat16, double otherwise (exact counts are int32).
 template <typename T>
 struct Acc {
@@ -118,8 +120,8 @@ template <typename A>
 struct RowBuffers {
   explicit RowBuffers(int n)
       : y(n), w(n), sol(n), pa(n), pb(n), pc(n), start(n), seg(n), perm(n) {}
-  std::vector<A> y, w, sol, pa, pb;
-  std::vector<int32_t> pc, start, seg, perm;
+  Scratch<A> y, w, sol, pa, pb;
+  Scratch<int32_t> pc, start, seg, perm;
   sort_util::ArgsortScratch sort;
   isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
 };
@@ -234,7 +236,7 @@ class IsotonicL2GradOp : public OpKernel {
     const int32_t* seg = seg_t.flat<int32_t>().data();
     T* out = out_t->flat<T>().data();
     ForRows(ctx, rs.rows, 6 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
-      std::vector<A> buf(n);
+      Scratch<A> buf(n);
       for (int64_t r = begin; r < end; ++r) {
         const int32_t* sr = seg + r * n;
         T* o = out + r * n;
@@ -283,7 +285,7 @@ class IsotonicKLGradOp : public OpKernel {
     T* gy = gy_t->flat<T>().data();
     T* gw = gw_t->flat<T>().data();
     ForRows(ctx, rs.rows, 40 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
-      std::vector<A> gb(n), xb(n), ob(n), pb(n);
+      Scratch<A> gb(n), xb(n), ob(n), pb(n);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t o = r * n;
         const int32_t* sr = seg + o;
@@ -514,8 +516,8 @@ class SoftSortRankGradOp : public OpKernel {
     std::atomic<bool> bad_aux{false};
     const int64_t cost = (aux ? 0 : SortCost(n)) + 40 * static_cast<int64_t>(n) + 100;
     ForRows(ctx, rs.rows, cost, [&](int64_t begin, int64_t end) {
-      std::vector<A> u(n), s(n), p(n);
-      std::vector<int32_t> perm(n), seg(n);
+      Scratch<A> u(n), s(n), p(n);
+      Scratch<int32_t> perm(n), seg(n);
       std::unique_ptr<RowBuffers<A>> buf;
       if (!aux) buf.reset(new RowBuffers<A>(n));
       for (int64_t r = begin; r < end; ++r) {
