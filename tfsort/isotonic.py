@@ -266,7 +266,8 @@ def _pearson(a, b, axis):
 
 # Below this many elements an eager forward op returns no aux tensor and its gradient
 # re-sorts: each extra op output costs ~15 us of TF eager bookkeeping in the backward pass
-# (zero cotangents, trainability checks), more than re-sorting a few thousand values.
+# (zero cotangents, trainability checks). Measured: re-sorting costs ~10 us at 1x1024 and
+# ~22 us at 16x128, so the break-even is near 1000 elements.
 _RECOMPUTE_MAX_ELEMENTS = 1024
 
 
