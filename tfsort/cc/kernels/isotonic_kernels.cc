@@ -12,8 +12,8 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/lib/core/threadpool.h"
 #include "tfsort/cc/kernels/isotonic.h"
+#include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/sort_util.h"
 
 namespace tfsort {
@@ -23,89 +23,9 @@ using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
 using ::tensorflow::errors::InvalidArgument;
 
 namespace {
-
-// Accumulation type: float for half/bfloat16, double otherwise (exact counts are int32).
-template <typename T>
-struct Acc {
-  using type = double;
-};
-template <>
-struct Acc<Eigen::half> {
-  using type = float;
-};
-template <>
-struct Acc<Eigen::bfloat16> {
-  using type = float;
-};
-
-// Sort-key type: float keys (radix sortable) for everything but double.
-template <typename T>
-struct SortKey {
-  using type = float;
-};
-template <>
-struct SortKey<double> {
-  using type = double;
-};
-
-template <typename T, typename A>
-inline T FromAcc(A v) {
-  return static_cast<T>(static_cast<typename Acc<T>::type>(v));
-}
-
-template <typename T>
-inline bool RowFinite(const T* x, int n) {
-  for (int i = 0; i < n; ++i) {
-    if (!std::isfinite(static_cast<float>(x[i]))) return false;
-  }
-  return true;
-}
-template <>
-inline bool RowFinite<double>(const double* x, int n) {
-  for (int i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return false;
-  return true;
-}
-
-// Validated [rows, n] view of a rank >= 1 tensor.
-struct RowShape {
-  int64_t rows = 0;
-  int n = 0;
-};
-
-::tensorflow::Status GetRowShape(const Tensor& t, const char* name, RowShape* out) {
-  if (t.dims() < 1) {
-    return InvalidArgument(name, " must have rank >= 1, got shape ", t.shape().DebugString());
-  }
-  const int64_t n = t.dim_size(t.dims() - 1);
-  if (n > std::numeric_limits<int32_t>::max() - 1) {
-    return InvalidArgument(name, ": the sorted axis has ", n,
-                           " elements; at most 2^31 - 2 are supported");
-  }
-  out->n = static_cast<int>(n);
-  out->rows = n == 0 ? 0 : t.NumElements() / n;
-  return ::tensorflow::Status();
-}
-
-::tensorflow::Status CheckSameShape(const Tensor& a, const char* a_name, const Tensor& b,
-                                    const char* b_name) {
-  if (a.shape() != b.shape()) {
-    return InvalidArgument(b_name, " must have the shape of ", a_name, " ",
-                           a.shape().DebugString(), ", got ", b.shape().DebugString());
-  }
-  return ::tensorflow::Status();
-}
-
-// Runs fn(begin, end) over rows on TF's CPU worker pool. cost_per_row is in cycles.
-template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
-}
 
 inline int64_t SortCost(int n) {
   int lg = 1;
@@ -123,12 +43,6 @@ struct RowBuffers {
   sort_util::ArgsortScratch sort;
   isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
 };
-
-// Records a failed status on the kernel under construction; returns whether s is ok.
-bool Ok(OpKernelConstruction* ctx, const ::tensorflow::Status& s) {
-  if (!s.ok()) ctx->CtxFailure(s);
-  return s.ok();
-}
 
 bool ParseRegularization(OpKernelConstruction* ctx, bool* kl) {
   std::string reg;
@@ -380,7 +294,7 @@ template <typename T, bool kRank>
 bool SoftRow(const T* xr, int n, const SoftAttrs& at, typename Acc<T>::type eps,
              T* out, int32_t* pr, int32_t* sr, RowBuffers<typename Acc<T>::type>* buf) {
   using A = typename Acc<T>::type;
-  using K = typename SortKey<T>::type;
+  using K = typename FloatType<T>::type;  // radix-sortable keys
   if (!RowFinite(xr, n)) return false;
   // rank: z = sign * x / eps sorted descending, sign = +1 for ascending ranks.
   // sort: s = sign * x sorted descending, sign = -1 for an ascending sort.

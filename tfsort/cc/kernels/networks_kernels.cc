@@ -12,6 +12,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
+#include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/networks.h"
 
 namespace tfsort {
@@ -58,17 +59,12 @@ void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
               InvalidArgument("steepness must be positive and finite, got ", a->steepness));
 }
 
-// [rows, n] view of a rank >= 1 tensor.
-::tensorflow::Status RowShape(const Tensor& t, const char* name, int64_t* rows, int* n) {
-  if (t.dims() < 1) {
-    return InvalidArgument(name, " must have rank >= 1, got shape ", t.shape().DebugString());
+// [rows, n] view of a rank >= 1 tensor; networks allow at most 2^28 elements per row.
+::tensorflow::Status NetRowShape(const Tensor& t, const char* name, RowShape* rs) {
+  TF_RETURN_IF_ERROR(GetRowShape(t, name, rs));
+  if (rs->n > (1 << 28)) {
+    return InvalidArgument(name, ": the sorted axis has ", rs->n, " elements; at most 2^28");
   }
-  const int64_t len = t.dim_size(t.dims() - 1);
-  if (len > (1 << 28)) {
-    return InvalidArgument(name, ": the sorted axis has ", len, " elements; at most 2^28");
-  }
-  *n = static_cast<int>(len);
-  *rows = len == 0 ? 0 : t.NumElements() / len;
   return ::tensorflow::Status();
 }
 
@@ -76,12 +72,6 @@ TensorShape WithLast(const TensorShape& s, int64_t last) {
   TensorShape out = s;
   out.set_dim(out.dims() - 1, last);
   return out;
-}
-
-template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
 }
 
 // Caches the schedule of the last n seen (building it is O(#comparators)).
@@ -116,9 +106,10 @@ class SortingNetworkOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x_t = ctx->input(0);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(x_t, "values", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     auto sched = cache_.Get(attrs_.network, n);
     const int64_t num = sched->size();
     const NetAttrs at = attrs_;
@@ -170,9 +161,10 @@ class SortingNetworkGradOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& g_t = ctx->input(0);
     const Tensor& saved_t = ctx->input(1);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(g_t, "grad", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     auto sched = cache_.Get(attrs_.network, n);
     const int64_t num = sched->size();
     const NetAttrs at = attrs_;
@@ -234,9 +226,10 @@ class SortingNetworkPermOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x_t = ctx->input(0);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(x_t, "values", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     OP_REQUIRES(ctx, n <= 46340,
                 InvalidArgument("the permutation matrix needs n <= 46340, got n = ", n));
     auto sched = cache_.Get(attrs_.network, n);
@@ -388,9 +381,10 @@ class CompareSwapOp : public OpKernel {
     const Tensor& x_t = ctx->input(0);
     const Tensor& l_t = ctx->input(1);
     const Tensor& r_t = ctx->input(2);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(x_t, "values", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     OP_REQUIRES_OK(ctx, CheckLayer(l_t, r_t, n));
     const int64_t num = l_t.NumElements();
     Tensor *out_t, *diff_t;
@@ -431,9 +425,10 @@ class CompareSwapGradOp : public OpKernel {
     const Tensor& d_t = ctx->input(1);
     const Tensor& l_t = ctx->input(2);
     const Tensor& r_t = ctx->input(3);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(g_t, "grad", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     OP_REQUIRES_OK(ctx, CheckLayer(l_t, r_t, n));
     const int64_t num = l_t.NumElements();
     const TensorShape dshape = WithLast(g_t.shape(), num);

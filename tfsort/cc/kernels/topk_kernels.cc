@@ -12,8 +12,8 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/lib/core/threadpool.h"
 #include "tfsort/cc/kernels/isotonic.h"
+#include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/sort_util.h"
 #include "tfsort/cc/kernels/topk.h"
 
@@ -27,37 +27,6 @@ using ::tensorflow::Tensor;
 using ::tensorflow::errors::InvalidArgument;
 
 namespace {
-
-// Element compute type: float for half, bfloat16 and float; double for double.
-template <typename T>
-struct Compute {
-  using type = float;
-};
-template <>
-struct Compute<double> {
-  using type = double;
-};
-
-// Sparse top-k accumulates PAV block sums in double except for half / bfloat16 (float),
-// as the isotonic kernels do.
-template <typename T>
-struct PavAcc {
-  using type = double;
-};
-template <>
-struct PavAcc<Eigen::half> {
-  using type = float;
-};
-template <>
-struct PavAcc<Eigen::bfloat16> {
-  using type = float;
-};
-
-template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
-}
 
 float ReadStrength(OpKernelConstruction* ctx) {
   float eps = 1.0f;
@@ -113,20 +82,6 @@ float ReadStrength(OpKernelConstruction* ctx) {
   return ::tensorflow::Status();
 }
 
-template <typename T>
-inline bool RowFinite(const T* x, int n) {
-  for (int i = 0; i < n; ++i) {
-    if (!std::isfinite(static_cast<double>(static_cast<float>(x[i])))) return false;
-  }
-  return true;
-}
-template <>
-inline bool RowFinite<double>(const double* x, int n) {
-  for (int i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return false;
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------
 // SigmoidTopK
 
@@ -138,7 +93,7 @@ class SigmoidTopKOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    using C = typename Compute<T>::type;
+    using C = typename FloatType<T>::type;
     const Tensor& x_t = ctx->input(0);
     const Tensor& k_t = ctx->input(1);
     int64_t rows;
@@ -188,20 +143,17 @@ class SigmoidTopKGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    using C = typename Compute<T>::type;
+    using C = typename FloatType<T>::type;
     const Tensor& g_t = ctx->input(0);
     const Tensor& p_t = ctx->input(1);
-    OP_REQUIRES(ctx, g_t.dims() >= 1,
-                InvalidArgument("grad must have rank >= 1, got ", g_t.shape().DebugString()));
-    OP_REQUIRES(ctx, g_t.shape() == p_t.shape(),
-                InvalidArgument("mask must have the shape of grad ", g_t.shape().DebugString(),
-                                ", got ", p_t.shape().DebugString()));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", p_t, "mask"));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    const int64_t len = g_t.dim_size(g_t.dims() - 1);
-    if (len == 0 || g_t.NumElements() == 0) return;
-    const int n = static_cast<int>(len);
-    const int64_t rows = g_t.NumElements() / n;
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const int64_t rows = rs.rows;
     const T* g = g_t.flat<T>().data();
     const T* p = p_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
@@ -244,8 +196,8 @@ class SparseTopKOp : public OpKernel {
   explicit SparseTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) { eps_ = ReadStrength(ctx); }
 
   void Compute(OpKernelContext* ctx) override {
-    using A = typename PavAcc<T>::type;
-    using K = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+    using A = typename Acc<T>::type;
+    using K = typename FloatType<T>::type;
     const Tensor& x_t = ctx->input(0);
     const Tensor& k_t = ctx->input(1);
     int64_t rows;
@@ -306,20 +258,17 @@ class SparseTopKGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    using A = typename PavAcc<T>::type;
+    using A = typename Acc<T>::type;
     const Tensor& g_t = ctx->input(0);
     const Tensor& s_t = ctx->input(1);
-    OP_REQUIRES(ctx, g_t.dims() >= 1,
-                InvalidArgument("grad must have rank >= 1, got ", g_t.shape().DebugString()));
-    OP_REQUIRES(ctx, g_t.shape() == s_t.shape(),
-                InvalidArgument("support must have the shape of grad ",
-                                g_t.shape().DebugString(), ", got ", s_t.shape().DebugString()));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", s_t, "support"));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    const int64_t len = g_t.dim_size(g_t.dims() - 1);
-    if (len == 0 || g_t.NumElements() == 0) return;
-    const int n = static_cast<int>(len);
-    const int64_t rows = g_t.NumElements() / n;
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const int64_t rows = rs.rows;
     const T* g = g_t.flat<T>().data();
     const int32_t* sup = s_t.flat<int32_t>().data();
     T* out = out_t->flat<T>().data();

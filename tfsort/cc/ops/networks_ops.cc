@@ -4,6 +4,7 @@
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tfsort/cc/ops/shape_util.h"
 #include "tfsort/cc/kernels/networks.h"
 
 namespace tfsort {
@@ -23,21 +24,30 @@ Status PerComparatorShape(InferenceContext* c, ShapeHandle x, DimensionHandle la
   return c->Concatenate(batch, c->Vector(last), out);
 }
 
-Status NetworkShape(InferenceContext* c) {
-  ShapeHandle x;
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+// The network's comparator count for rows of x (times `per_comparator`), unknown when the
+// last dimension is.
+Status ComparatorCount(InferenceContext* c, ShapeHandle x, int per_comparator,
+                       DimensionHandle* count) {
   std::string network;
-  bool ranks = false;
   TF_RETURN_IF_ERROR(c->GetAttr("network", &network));
-  TF_RETURN_IF_ERROR(c->GetAttr("compute_ranks", &ranks));
-  DimensionHandle count = c->UnknownDim();
+  *count = c->UnknownDim();
   networks::Network net;
   const DimensionHandle n = c->Dim(x, -1);
   if (c->ValueKnown(n) && networks::ParseNetwork(network.c_str(), &net) &&
       c->Value(n) < (1 << 24)) {
-    count = c->MakeDim(networks::NumComparators(net, static_cast<int>(c->Value(n))) *
-                       (ranks ? 2 : 1));
+    *count = c->MakeDim(networks::NumComparators(net, static_cast<int>(c->Value(n))) *
+                        per_comparator);
   }
+  return Status();
+}
+
+Status NetworkShape(InferenceContext* c) {
+  ShapeHandle x;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+  bool ranks = false;
+  TF_RETURN_IF_ERROR(c->GetAttr("compute_ranks", &ranks));
+  DimensionHandle count;
+  TF_RETURN_IF_ERROR(ComparatorCount(c, x, ranks ? 2 : 1, &count));
   ShapeHandle saved;
   TF_RETURN_IF_ERROR(PerComparatorShape(c, x, count, &saved));
   c->set_output(0, x);
@@ -83,12 +93,7 @@ REGISTER_OP("TFSort>SortingNetworkGrad")
     .Attr("steepness: float = 10.0")
     .Attr("descending: bool = false")
     .Attr("compute_ranks: bool = false")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle g;
-      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &g));
-      c->set_output(0, g);
-      return Status();
-    })
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 1); })
     .Doc(R"doc(
 VJP of SortingNetwork (grad: cotangent of its output, sorted values or ranks): one backward
 pass over the comparators, plus one forward pass carrying the rank cotangent for ranks.
@@ -109,15 +114,9 @@ REGISTER_OP("TFSort>SortingNetworkPermutation")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
-      std::string network;
-      TF_RETURN_IF_ERROR(c->GetAttr("network", &network));
-      DimensionHandle count = c->UnknownDim();
-      networks::Network net;
+      DimensionHandle count;
+      TF_RETURN_IF_ERROR(ComparatorCount(c, x, 1, &count));
       const DimensionHandle n = c->Dim(x, -1);
-      if (c->ValueKnown(n) && networks::ParseNetwork(network.c_str(), &net) &&
-          c->Value(n) < (1 << 24)) {
-        count = c->MakeDim(networks::NumComparators(net, static_cast<int>(c->Value(n))));
-      }
       ShapeHandle diffs, perm;
       TF_RETURN_IF_ERROR(PerComparatorShape(c, x, count, &diffs));
       TF_RETURN_IF_ERROR(c->Concatenate(x, c->Vector(n), &perm));
@@ -144,12 +143,7 @@ REGISTER_OP("TFSort>SortingNetworkPermutationGrad")
           "'optimal', 'softmax'} = 'cauchy'")
     .Attr("steepness: float = 10.0")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle g;
-      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &g));
-      c->set_output(0, g);
-      return Status();
-    })
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 1); })
     .Doc(R"doc(
 VJP of SortingNetworkPermutation. P is recomputed from checkpoints, so memory stays
 O(n^2 sqrt(#comparators / n)) per row in flight.
@@ -195,12 +189,7 @@ REGISTER_OP("TFSort>CompareSwapGrad")
     .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
           "'optimal', 'softmax'} = 'cauchy'")
     .Attr("steepness: float = 10.0")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle g;
-      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &g));
-      c->set_output(0, g);
-      return Status();
-    })
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 1); })
     .Doc(R"doc(
 VJP of CompareSwap (each comparator's Jacobian [[c, 1 - c], [1 - c, c]] is symmetric).
 )doc");

@@ -5,6 +5,7 @@
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tfsort/cc/ops/shape_util.h"
 
 namespace tfsort {
 
@@ -14,19 +15,14 @@ using ::tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-// Outputs 0..num_outputs-1 have the shape of input 0 (rank >= 1); inputs in `same` must be
-// compatible with it; input `k_input` (if >= 0) must have rank <= 1.
+// SameShapeAsFirst, and input `k_input` (if >= 0) must have rank <= 1.
 Status TopKShape(InferenceContext* c, std::initializer_list<int> same, int k_input,
                  int num_outputs) {
-  ShapeHandle x;
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
-  for (int i : same) TF_RETURN_IF_ERROR(c->Merge(x, c->input(i), &x));
   if (k_input >= 0) {
     ShapeHandle k;
     TF_RETURN_IF_ERROR(c->WithRankAtMost(c->input(k_input), 1, &k));
   }
-  for (int o = 0; o < num_outputs; ++o) c->set_output(o, x);
-  return Status();
+  return SameShapeAsFirst(c, same, num_outputs);
 }
 
 }  // namespace
