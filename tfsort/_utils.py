@@ -52,6 +52,21 @@ def check_strength(value, name="regularization_strength"):
     return value
 
 
+def check_kl_weights(y, w):
+    """Validates w for regularization="kl" against y; returns it as a tensor of y's dtype."""
+    if w is None:
+        raise ValueError('regularization="kl" needs w, a tensor of the shape of y')
+    w = convert_values(w, "w")
+    if w.dtype != y.dtype:
+        w = tf.cast(w, y.dtype)
+    if y.shape.is_fully_defined() and w.shape.is_fully_defined():
+        if y.shape != w.shape:
+            raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    elif not y.shape.is_compatible_with(w.shape):
+        raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    return w
+
+
 def check_choice(value, name, choices, lower=True):
     """Returns the normalized choice or raises ValueError naming the argument."""
     if not isinstance(value, str):

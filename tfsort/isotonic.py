@@ -183,16 +183,7 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
         return _last_axis_call(
             y, axis, lambda v: _raw.tf_sort_isotonic_l2(v, increasing=not decreasing)[0]
         )
-    if w is None:
-        raise ValueError('regularization="kl" needs w, a tensor of the shape of y')
-    w = _utils.convert_values(w, "w")
-    if w.dtype != y.dtype:
-        w = tf.cast(w, y.dtype)
-    if y.shape.is_fully_defined() and w.shape.is_fully_defined():
-        if y.shape != w.shape:
-            raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
-    elif not y.shape.is_compatible_with(w.shape):
-        raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    w = _utils.check_kl_weights(y, w)
     axis = _utils.normalize_axis(axis, y.shape.rank)
     yt, perm = _utils.move_axis_last(y, axis)
     wt, _ = _utils.move_axis_last(w, axis)
