@@ -160,6 +160,29 @@ def test_matches_numpy_reference(relaxation, network, n):
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
+@pytest.mark.parametrize("s", [0.3, 7.1])
+def test_float64_steepness_is_not_rounded_to_float32(relaxation, s):
+    # steepness reaches the float64 kernels unrounded (a float64 scalar input): with s
+    # rounded to float32 (relative error ~1e-8) these comparisons would fail.
+    assert float(np.float32(s)) != s
+    n = 7
+    x = rows(21, (3, n)) * 3.0
+    layers = tfsort.sorting_network(n, "bitonic")
+    out = tfsort.diff_sort(x, "bitonic", relaxation, s).numpy()
+    ranks = tfsort.diff_rank(x, "bitonic", relaxation, s).numpy()
+    _, perm = tfsort.diff_sort(x, "bitonic", relaxation, s, return_permutation=True)
+    swapped = tfsort.compare_swap(x, [0, 3], [5, 4], relaxation, s).numpy()
+    for r in range(3):
+        want, p = ref_network(x[r], layers, relaxation, s)
+        np.testing.assert_allclose(out[r], want, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(ranks[r], (np.arange(1, n + 1)[:, None] * p).sum(0),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(perm.numpy()[r], p, rtol=1e-12, atol=1e-13)
+        want_cs, _ = ref_network(x[r], [[(0, 5), (3, 4)]], relaxation, s)
+        np.testing.assert_allclose(swapped[r], want_cs, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
 @pytest.mark.parametrize("n", [4, 16])
 def test_bitonic_equals_alternating_form(relaxation, n):
     x = rows(1, (n,))

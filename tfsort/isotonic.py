@@ -34,7 +34,7 @@ def _soft_config(regularization, regularization_strength, direction):
         _utils.check_regularization(regularization),
         eps,
         _utils.check_descending(direction),
-        tf.constant(eps, tf.float64) if tf.executing_eagerly() else None,
+        _utils.float64_scalar(eps) if tf.executing_eagerly() else None,
     )
     if key is not None and cfg[3] is not None:
         if len(_SOFT_CONFIG) >= 1024:
@@ -65,7 +65,7 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         if size is not None and size <= _RECOMPUTE_MAX_ELEMENTS:
             num_aux = 0
     if eps_tensor is None:
-        eps_tensor = tf.constant(eps, tf.float64)
+        eps_tensor = _utils.float64_scalar(eps)
     out = op(x, eps_tensor, num_aux=num_aux, regularization=reg, descending=desc)[0]
     return _utils.restore_axis(out, perm)
 

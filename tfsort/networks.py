@@ -305,19 +305,19 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
     if return_permutation:
         out, p, _ = _raw.tf_sort_sorting_network_permutation(
             x,
+            _utils.float64_scalar(s),
             Tacc=_acc_dtype(dtype),
             network=network,
             relaxation=relaxation,
-            steepness=s,
             descending=desc,
         )
         return _utils.restore_axis(out, perm), p
     res = _raw.tf_sort_sorting_network(
         x,
+        _utils.float64_scalar(s),
         Tacc=_acc_dtype(dtype),
         network=network,
         relaxation=relaxation,
-        steepness=s,
         descending=desc,
         compute_ranks=ranks,
     )
@@ -342,7 +342,8 @@ def diff_sort(
         "odd_even".
       relaxation: "logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy",
         "optimal" or "softmax".
-      steepness: s > 0, finite; larger is closer to the hard sort.
+      steepness: s > 0, finite; larger is closer to the hard sort. Passed to the ops as a
+        float64 scalar, so float64 values see it unrounded.
       direction: "ASCENDING" or "DESCENDING".
       axis: the axis to sort along; every other axis is batch.
       return_permutation: also return the relaxed permutation matrix P, of shape
@@ -475,7 +476,7 @@ def compare_swap(values, left, right, relaxation="cauchy", steepness=10.0, axis=
     if _utils.in_xla_context():
         return _utils.restore_axis(_compare_swap_composite(x, left, right, relaxation, s), perm)
     out = _raw.tf_sort_compare_swap(
-        x, left, right, Tacc=_acc_dtype(x.dtype), relaxation=relaxation, steepness=s
+        x, left, right, _utils.float64_scalar(s), Tacc=_acc_dtype(x.dtype), relaxation=relaxation
     )[0]
     return _utils.restore_axis(out, perm)
 
@@ -508,7 +509,6 @@ def _net_attrs(op, ranks=True):
     attrs = {
         "network": op.get_attr("network"),
         "relaxation": op.get_attr("relaxation"),
-        "steepness": op.get_attr("steepness"),
         "descending": op.get_attr("descending"),
     }
     if ranks:
@@ -532,35 +532,35 @@ def _empty(dtype):
 
 @tf.RegisterGradient("TFSort>SortingNetwork")
 def _sorting_network_grad(op, grad, _unused_saved):
+    x, steepness = op.inputs
     if grad is None:
-        return tf.zeros_like(op.inputs[0])
-    return _raw.tf_sort_sorting_network_grad(grad, op.outputs[1], **_net_attrs(op))
+        return [tf.zeros_like(x), None]
+    return [_raw.tf_sort_sorting_network_grad(grad, op.outputs[1], steepness, **_net_attrs(op)),
+            None]
 
 
 @tf.RegisterGradient("TFSort>SortingNetworkPermutation")
 def _sorting_network_perm_grad(op, g_sorted, g_perm, _unused_d):
-    x = op.inputs[0]
+    x, steepness = op.inputs
     if g_sorted is None and g_perm is None:
-        return tf.zeros_like(x)
+        return [tf.zeros_like(x), None]
     if g_sorted is None:
         g_sorted = _empty(x.dtype)
     if g_perm is None:
         g_perm = _empty(x.dtype)
     attrs = _net_attrs(op, ranks=False)
-    return _raw.tf_sort_sorting_network_permutation_grad(g_sorted, g_perm, op.outputs[2], **attrs)
+    g = _raw.tf_sort_sorting_network_permutation_grad(
+        g_sorted, g_perm, op.outputs[2], steepness, **attrs
+    )
+    return [g, None]
 
 
 @tf.RegisterGradient("TFSort>CompareSwap")
 def _compare_swap_grad(op, grad, _unused_d):
-    x, left, right = op.inputs
+    x, left, right, steepness = op.inputs
     if grad is None:
         grad = tf.zeros_like(x)
     g = _raw.tf_sort_compare_swap_grad(
-        grad,
-        op.outputs[1],
-        left,
-        right,
-        relaxation=op.get_attr("relaxation"),
-        steepness=op.get_attr("steepness"),
+        grad, op.outputs[1], left, right, steepness, relaxation=op.get_attr("relaxation")
     )
-    return [g, None, None]
+    return [g, None, None, None]

@@ -239,19 +239,6 @@ bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
   return Ok(ctx, ctx->GetAttr("descending", &a->descending));
 }
 
-// Reads the scalar float64 input regularization_strength; it must be positive and finite.
-::tensorflow::Status GetStrength(const Tensor& t, double* eps) {
-  if (t.dims() != 0) {
-    return InvalidArgument("regularization_strength must be a scalar, got shape ",
-                           t.shape().DebugString());
-  }
-  *eps = t.scalar<double>()();
-  if (!(*eps > 0.0) || !std::isfinite(*eps)) {
-    return InvalidArgument("regularization_strength must be positive and finite, got ", *eps);
-  }
-  return ::tensorflow::Status();
-}
-
 // The backward pass needs, per row, the sorting permutation and the PAV blocks. They
 // travel in one packed int32 tensor ("aux"): the input index of each sorted position in
 // the low 31 bits and a block-start flag in the sign bit; a non-finite row is all -1.
@@ -359,7 +346,7 @@ class SoftSortRankOp : public OpKernel {
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
     double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetStrength(ctx->input(1), &eps));
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(1), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     Tensor* aux_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
@@ -406,7 +393,7 @@ class SoftSortRankGradOp : public OpKernel {
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
     double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetStrength(ctx->input(2), &eps));
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
     const Tensor* aux_t = nullptr;
     if (attrs_.num_aux) {

@@ -96,6 +96,26 @@ inline ::tensorflow::Status CheckSameShape(const ::tensorflow::Tensor& a, const 
   return ::tensorflow::Status();
 }
 
+// Reads a float64 scalar input (regularization_strength, steepness) that must be positive
+// and finite; errors name the argument. A double input, unlike a float attr, reaches
+// float64 computations unrounded.
+inline ::tensorflow::Status GetPositiveScalar(const ::tensorflow::Tensor& t, const char* name,
+                                              double* value) {
+  using ::tensorflow::errors::InvalidArgument;
+  if (t.dims() != 0) {
+    return InvalidArgument(name, " must be a scalar, got shape ", t.shape().DebugString());
+  }
+  if (t.dtype() != ::tensorflow::DT_DOUBLE) {
+    return InvalidArgument(name, " must be float64, got ",
+                           ::tensorflow::DataTypeString(t.dtype()));
+  }
+  *value = t.scalar<double>()();
+  if (!(*value > 0.0) || !std::isfinite(*value)) {
+    return InvalidArgument(name, " must be positive and finite, got ", *value);
+  }
+  return ::tensorflow::Status();
+}
+
 // Runs fn(begin, end) over rows on TF's CPU worker pool. cost_per_row is in cycles.
 template <typename Fn>
 void ForRows(::tensorflow::OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {

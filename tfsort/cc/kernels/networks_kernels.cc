@@ -34,12 +34,12 @@ using networks::Schedule;
 struct NetAttrs {
   Network network = Network::kBitonic;
   Relaxation relaxation = Relaxation::kCauchy;
-  float steepness = 10.0f;
   bool descending = false;
   bool ranks = false;
 };
 
-// Reads the attrs the op has; rejects bad values by name.
+// Reads the attrs the op has; rejects bad values by name. steepness is a float64 scalar
+// input (the last one of every op), read per call with ReadSteepness.
 void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
   std::string s;
   if (has_network) {
@@ -54,9 +54,6 @@ void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
   OP_REQUIRES_OK(ctx, ctx->GetAttr("relaxation", &s));
   OP_REQUIRES(ctx, networks::ParseRelaxation(s.c_str(), &a->relaxation),
               InvalidArgument("unknown relaxation '", s, "'"));
-  OP_REQUIRES_OK(ctx, ctx->GetAttr("steepness", &a->steepness));
-  OP_REQUIRES(ctx, a->steepness > 0.0f && std::isfinite(a->steepness),
-              InvalidArgument("steepness must be positive and finite, got ", a->steepness));
 }
 
 // [rows, n] view of a rank >= 1 tensor; networks allow at most 2^28 elements per row.
@@ -65,6 +62,15 @@ void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
   if (rs->n > (1 << 28)) {
     return InvalidArgument(name, ": the sorted axis has ", rs->n, " elements; at most 2^28");
   }
+  return ::tensorflow::Status();
+}
+
+// The steepness input (float64 scalar, positive and finite) in the compute type A.
+template <typename A>
+::tensorflow::Status ReadSteepness(OpKernelContext* ctx, A* s) {
+  double v = 1.0;
+  TF_RETURN_IF_ERROR(GetPositiveScalar(ctx->input(ctx->num_inputs() - 1), "steepness", &v));
+  *s = static_cast<A>(v);
   return ::tensorflow::Status();
 }
 
@@ -123,7 +129,8 @@ class SortingNetworkOp : public OpKernel {
     A* saved = saved_t->flat<A>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     ForRows(ctx, rows, 40 * per_row + 10 * n + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(n), rbuf(at.ranks ? n : 0);
       for (int64_t r = begin; r < end; ++r) {
@@ -181,7 +188,8 @@ class SortingNetworkGradOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     ForRows(ctx, rows, 40 * num * (at.ranks ? 3 : 1) + 10 * n + 50,
             [&](int64_t begin, int64_t end) {
               std::vector<A> gb(n), hb(at.ranks ? n : 0), lalpha(at.ranks ? num : 0);
@@ -248,7 +256,8 @@ class SortingNetworkPermOp : public OpKernel {
     A* diffs = diff_t->flat<A>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     const int64_t nn = int64_t{n} * n;
     ForRows(ctx, rows, 40 * num + 4 * num * n + 2 * nn + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(n), pb(nn);
@@ -319,7 +328,8 @@ class SortingNetworkPermGradOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     const int64_t nn = int64_t{n} * n;
     ForRows(ctx, rows, 40 * num + 12 * num * n + 4 * nn + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> gb(n), gpb(nn), scratch(networks::PermScratchSize(num, n));
@@ -397,7 +407,8 @@ class CompareSwapOp : public OpKernel {
     const int32_t* lo = l_t.flat<int32_t>().data();
     const int32_t* hi = r_t.flat<int32_t>().data();
     const NetAttrs at = attrs_;
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     ForRows(ctx, rows, 40 * num + 5 * n + 20, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(n);
       for (int64_t r = begin; r < end; ++r) {
@@ -444,7 +455,8 @@ class CompareSwapGradOp : public OpKernel {
     const int32_t* lo = l_t.flat<int32_t>().data();
     const int32_t* hi = r_t.flat<int32_t>().data();
     const NetAttrs at = attrs_;
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     ForRows(ctx, rows, 40 * num + 5 * n + 20, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(n);
       for (int64_t r = begin; r < end; ++r) {

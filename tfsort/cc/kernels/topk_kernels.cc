@@ -28,20 +28,6 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
-float ReadStrength(OpKernelConstruction* ctx) {
-  float eps = 1.0f;
-  const ::tensorflow::Status s = ctx->GetAttr("regularization_strength", &eps);
-  if (!s.ok()) {
-    ctx->CtxFailure(s);
-    return eps;
-  }
-  if (!(eps > 0.0f) || !std::isfinite(eps)) {
-    ctx->CtxFailure(InvalidArgument(
-        "regularization_strength must be positive and finite, got ", eps));
-  }
-  return eps;
-}
-
 // Validates values (rank >= 1) and k (one value, or one per row: 0 < k < n, integer when
 // `integer_k`). On success sets rows, n and k_stride (0 for a shared k, 1 per row).
 ::tensorflow::Status CheckTopKInputs(const Tensor& x_t, const Tensor& k_t, bool integer_k,
@@ -88,9 +74,7 @@ float ReadStrength(OpKernelConstruction* ctx) {
 template <typename T>
 class SigmoidTopKOp : public OpKernel {
  public:
-  explicit SigmoidTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    eps_ = ReadStrength(ctx);
-  }
+  explicit SigmoidTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     using C = typename FloatType<T>::type;
@@ -99,13 +83,14 @@ class SigmoidTopKOp : public OpKernel {
     int64_t rows;
     int n, k_stride;
     OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, false, &rows, &n, &k_stride));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
     if (rows == 0 || n == 0) return;
     const T* x = x_t.flat<T>().data();
     const double* k = k_t.flat<double>().data();
     T* out = out_t->flat<T>().data();
-    const double eps = eps_;
     ForRows(ctx, rows, 250 * static_cast<int64_t>(n) + 200, [&](int64_t begin, int64_t end) {
       std::vector<C> xb(n), p(n), v(n), c(n);
       for (int64_t r = begin; r < end; ++r) {
@@ -130,17 +115,12 @@ class SigmoidTopKOp : public OpKernel {
       }
     });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 template <typename T>
 class SigmoidTopKGradOp : public OpKernel {
  public:
-  explicit SigmoidTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    eps_ = ReadStrength(ctx);
-  }
+  explicit SigmoidTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     using C = typename FloatType<T>::type;
@@ -149,6 +129,8 @@ class SigmoidTopKGradOp : public OpKernel {
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", p_t, "mask"));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
     if (rs.rows == 0) return;
@@ -157,7 +139,7 @@ class SigmoidTopKGradOp : public OpKernel {
     const T* g = g_t.flat<T>().data();
     const T* p = p_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
-    const double inv_eps = 1.0 / static_cast<double>(eps_);
+    const double inv_eps = 1.0 / eps;
     ForRows(ctx, rows, 12 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
       std::vector<C> gb, pb;
       if (!std::is_same<T, C>::value) {
@@ -182,9 +164,6 @@ class SigmoidTopKGradOp : public OpKernel {
       }
     });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -193,7 +172,7 @@ class SigmoidTopKGradOp : public OpKernel {
 template <typename T>
 class SparseTopKOp : public OpKernel {
  public:
-  explicit SparseTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) { eps_ = ReadStrength(ctx); }
+  explicit SparseTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
@@ -203,6 +182,8 @@ class SparseTopKOp : public OpKernel {
     int64_t rows;
     int n, k_stride;
     OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, true, &rows, &n, &k_stride));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     Tensor* sup_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
@@ -212,7 +193,7 @@ class SparseTopKOp : public OpKernel {
     const double* k = k_t.flat<double>().data();
     T* out = out_t->flat<T>().data();
     int32_t* sup = sup_t->flat<int32_t>().data();
-    const A inv_eps = A(1) / static_cast<A>(eps_);
+    const A inv_eps = A(1) / static_cast<A>(eps);
     int lg = 1;
     while ((1 << lg) < n && lg < 31) ++lg;
     ForRows(ctx, rows, static_cast<int64_t>(n) * (10 * lg + 40) + 100,
@@ -245,17 +226,12 @@ class SparseTopKOp : public OpKernel {
               }
             });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 template <typename T>
 class SparseTopKGradOp : public OpKernel {
  public:
-  explicit SparseTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    eps_ = ReadStrength(ctx);
-  }
+  explicit SparseTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
@@ -264,6 +240,8 @@ class SparseTopKGradOp : public OpKernel {
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", s_t, "support"));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
     if (rs.rows == 0) return;
@@ -272,7 +250,7 @@ class SparseTopKGradOp : public OpKernel {
     const T* g = g_t.flat<T>().data();
     const int32_t* sup = s_t.flat<int32_t>().data();
     T* out = out_t->flat<T>().data();
-    const A inv_eps = A(1) / static_cast<A>(eps_);
+    const A inv_eps = A(1) / static_cast<A>(eps);
     ForRows(ctx, rows, 6 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> gb(n);
       for (int64_t r = begin; r < end; ++r) {
@@ -288,9 +266,6 @@ class SparseTopKGradOp : public OpKernel {
       }
     });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 }  // namespace

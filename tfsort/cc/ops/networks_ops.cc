@@ -41,7 +41,18 @@ Status ComparatorCount(InferenceContext* c, ShapeHandle x, int per_comparator,
   return Status();
 }
 
+// Every op's last input is steepness, a float64 scalar (an input rather than a float attr,
+// so float64 values see it unrounded).
+Status SteepnessShape(InferenceContext* c) { return ScalarInput(c, c->num_inputs() - 1); }
+
+// Gradient ops: one output with the shape of input 0.
+Status GradShape(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(SteepnessShape(c));
+  return SameShapeAsFirst(c, {}, 1);
+}
+
 Status NetworkShape(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(SteepnessShape(c));
   ShapeHandle x;
   TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
   bool ranks = false;
@@ -59,6 +70,7 @@ Status NetworkShape(InferenceContext* c) {
 
 REGISTER_OP("TFSort>SortingNetwork")
     .Input("values: T")
+    .Input("steepness: double")
     .Output("output: T")
     .Output("saved: Tacc")
     .Attr("T: {half, bfloat16, float, double}")
@@ -66,7 +78,6 @@ REGISTER_OP("TFSort>SortingNetwork")
     .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
     .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
           "'optimal', 'softmax'} = 'cauchy'")
-    .Attr("steepness: float = 10.0")
     .Attr("descending: bool = false")
     .Attr("compute_ranks: bool = false")
     .SetShapeFn(NetworkShape)
@@ -84,16 +95,16 @@ saved: per row, u = b - a at every comparator (C values) and, if compute_ranks, 
 REGISTER_OP("TFSort>SortingNetworkGrad")
     .Input("grad: T")
     .Input("saved: Tacc")
+    .Input("steepness: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("Tacc: {float, double}")
     .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
     .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
           "'optimal', 'softmax'} = 'cauchy'")
-    .Attr("steepness: float = 10.0")
     .Attr("descending: bool = false")
     .Attr("compute_ranks: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 1); })
+    .SetShapeFn(GradShape)
     .Doc(R"doc(
 VJP of SortingNetwork (grad: cotangent of its output, sorted values or ranks): one backward
 pass over the comparators, plus one forward pass carrying the rank cotangent for ranks.
@@ -101,6 +112,7 @@ pass over the comparators, plus one forward pass carrying the rank cotangent for
 
 REGISTER_OP("TFSort>SortingNetworkPermutation")
     .Input("values: T")
+    .Input("steepness: double")
     .Output("sorted: T")
     .Output("permutation: T")
     .Output("diffs: Tacc")
@@ -109,9 +121,9 @@ REGISTER_OP("TFSort>SortingNetworkPermutation")
     .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
     .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
           "'optimal', 'softmax'} = 'cauchy'")
-    .Attr("steepness: float = 10.0")
     .Attr("descending: bool = false")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(SteepnessShape(c));
       ShapeHandle x;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
       DimensionHandle count;
@@ -135,15 +147,15 @@ REGISTER_OP("TFSort>SortingNetworkPermutationGrad")
     .Input("grad_sorted: T")
     .Input("grad_permutation: T")
     .Input("diffs: Tacc")
+    .Input("steepness: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("Tacc: {float, double}")
     .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
     .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
           "'optimal', 'softmax'} = 'cauchy'")
-    .Attr("steepness: float = 10.0")
     .Attr("descending: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 1); })
+    .SetShapeFn(GradShape)
     .Doc(R"doc(
 VJP of SortingNetworkPermutation. P is recomputed from checkpoints, so memory stays
 O(n^2 sqrt(#comparators / n)) per row in flight.
@@ -153,14 +165,15 @@ REGISTER_OP("TFSort>CompareSwap")
     .Input("values: T")
     .Input("left: int32")
     .Input("right: int32")
+    .Input("steepness: double")
     .Output("swapped: T")
     .Output("diffs: Tacc")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("Tacc: {float, double}")
     .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
           "'optimal', 'softmax'} = 'cauchy'")
-    .Attr("steepness: float = 10.0")
     .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(SteepnessShape(c));
       ShapeHandle x, left, right;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &left));
@@ -183,13 +196,13 @@ REGISTER_OP("TFSort>CompareSwapGrad")
     .Input("diffs: Tacc")
     .Input("left: int32")
     .Input("right: int32")
+    .Input("steepness: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
     .Attr("Tacc: {float, double}")
     .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
           "'optimal', 'softmax'} = 'cauchy'")
-    .Attr("steepness: float = 10.0")
-    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 1); })
+    .SetShapeFn(GradShape)
     .Doc(R"doc(
 VJP of CompareSwap (each comparator's Jacobian [[c, 1 - c], [1 - c, c]] is symmetric).
 )doc");

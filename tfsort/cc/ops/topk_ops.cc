@@ -2,6 +2,8 @@
 // (capped-simplex projection) mask, each with its gradient op. Every op works on the last
 // axis; all leading dimensions are batch. k is a float64 tensor of shape [] (every row) or
 // [rows] (one value per row, rows = product of the leading dimensions).
+// regularization_strength (eps) is a float64 scalar input, not a float attr, so float64
+// values see it unrounded (as in the fused isotonic ops).
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -15,9 +17,11 @@ using ::tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-// SameShapeAsFirst, and input `k_input` (if >= 0) must have rank <= 1.
+// SameShapeAsFirst, input 2 (regularization_strength) must be a scalar and input
+// `k_input` (if >= 0) must have rank <= 1.
 Status TopKShape(InferenceContext* c, std::initializer_list<int> same, int k_input,
                  int num_outputs) {
+  TF_RETURN_IF_ERROR(ScalarInput(c, 2));
   if (k_input >= 0) {
     ShapeHandle k;
     TF_RETURN_IF_ERROR(c->WithRankAtMost(c->input(k_input), 1, &k));
@@ -30,9 +34,9 @@ Status TopKShape(InferenceContext* c, std::initializer_list<int> same, int k_inp
 REGISTER_OP("TFSort>SigmoidTopK")
     .Input("values: T")
     .Input("k: double")
+    .Input("regularization_strength: double")
     .Output("mask: T")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {}, 1, 1); })
     .Doc(R"doc(
 Soft top-k mask along the last axis: mask = sigmoid((values + t) / eps) with the per-row
@@ -44,9 +48,9 @@ Half and bfloat16 compute in float32.
 REGISTER_OP("TFSort>SigmoidTopKGrad")
     .Input("grad: T")
     .Input("mask: T")
+    .Input("regularization_strength: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {1}, -1, 1); })
     .Doc(R"doc(
 VJP of SigmoidTopK: with v = mask (1 - mask) / eps,
@@ -57,10 +61,10 @@ The Jacobian is symmetric, so this op is also the JVP.
 REGISTER_OP("TFSort>SparseTopK")
     .Input("values: T")
     .Input("k: double")
+    .Input("regularization_strength: double")
     .Output("mask: T")
     .Output("support: int32")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {}, 1, 2); })
     .Doc(R"doc(
 Sparse top-k mask along the last axis: the Euclidean projection of values / eps onto
@@ -73,9 +77,9 @@ k must be an integer with 0 < k < n. support is 1 on the entries whose mask is f
 REGISTER_OP("TFSort>SparseTopKGrad")
     .Input("grad: T")
     .Input("support: int32")
+    .Input("regularization_strength: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {1}, -1, 1); })
     .Doc(R"doc(
 VJP of SparseTopK: on the support F, (grad_i - mean_F(grad)) / eps; 0 elsewhere.
