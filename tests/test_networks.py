@@ -594,3 +594,81 @@ def test_docstring_examples():
         optionflags=doctest.NORMALIZE_WHITESPACE,
     )
     assert result.failed == 0 and result.attempted > 0
+
+
+# ---------------------------------------------------------------------------------------
+# Second order
+
+
+def _first_gradient(network, relaxation, s, direction, w):
+    def first(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = tfsort.diff_sort(v, network, relaxation, s, direction)
+            loss = tf.reduce_sum(y * w) + tf.reduce_sum(y**3)
+        return tape.gradient(loss, v)
+
+    return first
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+@pytest.mark.parametrize("network", ["bitonic", "odd_even"])
+@pytest.mark.parametrize("direction", ["ASCENDING", "DESCENDING"])
+def test_second_order_vs_finite_differences(relaxation, network, direction):
+    # Well-separated values keep every comparator away from the relaxations' kinks
+    # (logistic_phi at u = 0, optimal at |d| = 1/4), where finite differences break down.
+    x = tf.constant(distinct(31, (2, 6)) + 0.1 * rows(32, (2, 6)))
+    w = tf.constant(rows(33, (2, 6)))
+    first = _first_gradient(network, relaxation, 1.3, direction, w)
+    theo, num = tf.test.compute_gradient(first, [x], delta=1e-5)
+    np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
+    theo, num = tf.test.compute_gradient(tf.function(first), [x], delta=1e-5)
+    np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+@pytest.mark.parametrize("direction", ["ASCENDING", "DESCENDING"])
+@pytest.mark.parametrize("n", [5, 8])
+def test_forward_accumulator_equals_jacobian(relaxation, direction, n):
+    x = tf.constant(rows(34, (3, n)))
+    tangent = tf.constant(rows(35, (3, n)))
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+        y = tfsort.diff_sort(x, "bitonic", relaxation, 2.3, direction)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y2 = tfsort.diff_sort(x, "bitonic", relaxation, 2.3, direction)
+    jac = tape.batch_jacobian(y2, x).numpy()
+    want = np.einsum("bij,bj->bi", jac, tangent.numpy())
+    np.testing.assert_allclose(acc.jvp(y).numpy(), want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda v: tfsort.diff_rank(v),
+        lambda v: tfsort.diff_sort(v, return_permutation=True)[1],
+        lambda v: tfsort.compare_swap(v, [0], [1]),
+    ],
+)
+def test_unsupported_second_order_raises(fn):
+    x = tf.constant(rows(36, (2, 4)))
+    with pytest.raises(NotImplementedError, match="not implemented"):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = tf.reduce_sum(fn(x) ** 2)
+            g = inner.gradient(loss, x)
+        outer.gradient(g, x)
+
+
+def test_bad_grad_saved_shape_raises():
+    from tfsort._ops import ops as raw
+
+    x = tf.constant(rows(37, (2, 4)))
+    one = tf.constant(1.0, tf.float64)
+    out, saved = raw.tf_sort_sorting_network(x, one, Tacc=tf.float64)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="grad_saved"):
+        raw.tf_sort_sorting_network_grad(out, saved, tf.zeros([3], tf.float64), one)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="steepness"):
+        raw.tf_sort_sorting_network(x, tf.constant(-1.0, tf.float64), Tacc=tf.float64)

@@ -44,8 +44,13 @@ row for bitonic (plus as many again for ranks), and recomputes the relaxation in
 backward pass. With return_permutation=True a second fused op propagates the rows of P
 through the comparators (no matrix per layer); its gradient op recomputes P from
 checkpoints every sqrt(#comparators * n) comparators, so a row in flight needs
-O(n^2 sqrt(log^2 n)) scratch instead of one n x n matrix per layer. Second derivatives
-are not registered.
+O(n^2 sqrt(log^2 n)) scratch instead of one n x n matrix per layer.
+
+Second derivatives (and tf.autodiff.ForwardAccumulator, which differentiates the gradient
+op) are exact for diff_sort: each comparator's Jacobian [[c, 1 - c], [1 - c, c]] is
+symmetric, so the gradient op's adjoint is one forward walk with the same c, and its
+derivative w.r.t. the values runs through c(u) (SortingNetworkGradAdjoint). For diff_rank,
+return_permutation=True and compare_swap they raise NotImplementedError.
 
 Under XLA (tf.function(jit_compile=True), Keras jit_compile) a composite path of plain TF
 ops (one gather and a few elementwise ops per layer) is used, with the same numbers.
@@ -531,12 +536,62 @@ def _empty(dtype):
 
 
 @tf.RegisterGradient("TFSort>SortingNetwork")
-def _sorting_network_grad(op, grad, _unused_saved):
+def _sorting_network_grad(op, grad, saved_grad):
     x, steepness = op.inputs
-    if grad is None:
+    attrs = _net_attrs(op)
+    if grad is None and saved_grad is None:
         return [tf.zeros_like(x), None]
-    return [_raw.tf_sort_sorting_network_grad(grad, op.outputs[1], steepness, **_net_attrs(op)),
-            None]
+    if grad is None:
+        grad = tf.zeros_like(x)
+    # saved's cotangent is non-zero only in second-order gradients (sort mode; ranks raise
+    # in _sorting_network_grad_grad before one could arise).
+    if saved_grad is None or attrs["compute_ranks"]:
+        saved_grad = _empty(op.outputs[1].dtype)
+    g = _raw.tf_sort_sorting_network_grad(grad, op.outputs[1], saved_grad, steepness, **attrs)
+    return [g, None]
+
+
+@tf.RegisterGradient("TFSort>SortingNetworkGrad")
+def _sorting_network_grad_grad(op, hess):
+    # SortingNetworkGrad is linear in grad with a symmetric Jacobian per comparator, so its
+    # gradient w.r.t. grad is the forward (JVP) walk; its dependence on the values runs
+    # through saved (u per comparator) and is returned as saved's cotangent, which
+    # SortingNetwork's gradient chains back to the values.
+    attrs = _net_attrs(op)
+    if attrs.pop("compute_ranks"):
+        raise NotImplementedError(
+            "second derivatives of tfsort.diff_rank (SortingNetworkGrad with compute_ranks) "
+            "are not implemented; diff_sort and its gradient support them"
+        )
+    grad, saved, grad_saved, steepness = op.inputs
+    if hess is None:
+        hess = tf.zeros_like(grad)
+    jvp, d_saved, d_grad_saved = _raw.tf_sort_sorting_network_grad_adjoint(
+        hess, grad, saved, grad_saved, steepness, **attrs
+    )
+    if grad_saved.shape.as_list() == [0]:  # the zero placeholder, not a real cotangent
+        d_grad_saved = None
+    return [jvp, d_saved, d_grad_saved, None]
+
+
+def _no_higher_order(what):
+    def grad_fn(op, *grads):
+        raise NotImplementedError(
+            f"gradients of {what} ({op.type}) are not implemented in tfsort"
+        )
+
+    return grad_fn
+
+
+tf.RegisterGradient("TFSort>SortingNetworkGradAdjoint")(
+    _no_higher_order("third derivatives of diff_sort")
+)
+tf.RegisterGradient("TFSort>SortingNetworkPermutationGrad")(
+    _no_higher_order("second derivatives of diff_sort(..., return_permutation=True)")
+)
+tf.RegisterGradient("TFSort>CompareSwapGrad")(
+    _no_higher_order("second derivatives of compare_swap")
+)
 
 
 @tf.RegisterGradient("TFSort>SortingNetworkPermutation")

@@ -95,6 +95,7 @@ saved: per row, u = b - a at every comparator (C values) and, if compute_ranks, 
 REGISTER_OP("TFSort>SortingNetworkGrad")
     .Input("grad: T")
     .Input("saved: Tacc")
+    .Input("grad_saved: Tacc")
     .Input("steepness: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
@@ -108,6 +109,36 @@ REGISTER_OP("TFSort>SortingNetworkGrad")
     .Doc(R"doc(
 VJP of SortingNetwork (grad: cotangent of its output, sorted values or ranks): one backward
 pass over the comparators, plus one forward pass carrying the rank cotangent for ranks.
+grad_saved: a cotangent of `saved` (second-order gradients; sort mode only), or a [0]
+tensor for zero.
+)doc");
+
+REGISTER_OP("TFSort>SortingNetworkGradAdjoint")
+    .Input("tangent: T")
+    .Input("grad: T")
+    .Input("saved: Tacc")
+    .Input("grad_saved: Tacc")
+    .Input("steepness: double")
+    .Output("jvp: T")
+    .Output("grad_saved_out: Tacc")
+    .Output("grad_grad_saved: Tacc")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("Tacc: {float, double}")
+    .Attr("network: {'bitonic', 'odd_even'} = 'bitonic'")
+    .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
+          "'optimal', 'softmax'} = 'cauchy'")
+    .Attr("descending: bool = false")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(SteepnessShape(c));
+      TF_RETURN_IF_ERROR(SameShapeAsFirst(c, {1}, 1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return Status();
+    })
+    .Doc(R"doc(
+Gradients of <tangent, SortingNetworkGrad(grad, saved, grad_saved)> (sort mode) w.r.t.
+grad (jvp: the JVP of SortingNetwork applied to tangent, by one forward walk of the
+symmetric comparator Jacobians), saved (through each comparator's c(u)) and grad_saved.
 )doc");
 
 REGISTER_OP("TFSort>SortingNetworkPermutation")
