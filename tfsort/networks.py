@@ -49,8 +49,9 @@ O(n^2 sqrt(log^2 n)) scratch instead of one n x n matrix per layer.
 Second derivatives (and tf.autodiff.ForwardAccumulator, which differentiates the gradient
 op) are exact for diff_sort: each comparator's Jacobian [[c, 1 - c], [1 - c, c]] is
 symmetric, so the gradient op's adjoint is one forward walk with the same c, and its
-derivative w.r.t. the values runs through c(u) (SortingNetworkGradAdjoint). For diff_rank,
-return_permutation=True and compare_swap they raise NotImplementedError.
+derivative w.r.t. the values runs through c(u) (SortingNetworkGradAdjoint); the same holds
+for compare_swap. For diff_rank and return_permutation=True they raise
+NotImplementedError.
 
 Under XLA (tf.function(jit_compile=True), Keras jit_compile) a composite path of plain TF
 ops (one gather and a few elementwise ops per layer) is used, with the same numbers.
@@ -589,8 +590,8 @@ tf.RegisterGradient("TFSort>SortingNetworkGradAdjoint")(
 tf.RegisterGradient("TFSort>SortingNetworkPermutationGrad")(
     _no_higher_order("second derivatives of diff_sort(..., return_permutation=True)")
 )
-tf.RegisterGradient("TFSort>CompareSwapGrad")(
-    _no_higher_order("second derivatives of compare_swap")
+tf.RegisterGradient("TFSort>CompareSwapGradAdjoint")(
+    _no_higher_order("third derivatives of compare_swap")
 )
 
 
@@ -611,11 +612,31 @@ def _sorting_network_perm_grad(op, g_sorted, g_perm, _unused_d):
 
 
 @tf.RegisterGradient("TFSort>CompareSwap")
-def _compare_swap_grad(op, grad, _unused_d):
+def _compare_swap_grad(op, grad, diffs_grad):
     x, left, right, steepness = op.inputs
+    if grad is None and diffs_grad is None:
+        return [tf.zeros_like(x), None, None, None]
     if grad is None:
         grad = tf.zeros_like(x)
+    diffs = op.outputs[1]
+    if diffs_grad is None:  # non-zero only in second-order gradients
+        diffs_grad = _empty(diffs.dtype)
     g = _raw.tf_sort_compare_swap_grad(
-        grad, op.outputs[1], left, right, steepness, relaxation=op.get_attr("relaxation")
+        grad, diffs, left, right, diffs_grad, steepness, relaxation=op.get_attr("relaxation")
     )
     return [g, None, None, None]
+
+
+@tf.RegisterGradient("TFSort>CompareSwapGrad")
+def _compare_swap_grad_grad(op, hess):
+    # As _sorting_network_grad_grad, for one layer.
+    grad, diffs, left, right, grad_diffs, steepness = op.inputs
+    if hess is None:
+        hess = tf.zeros_like(grad)
+    jvp, d_diffs, d_grad_diffs = _raw.tf_sort_compare_swap_grad_adjoint(
+        hess, grad, diffs, left, right, grad_diffs, steepness,
+        relaxation=op.get_attr("relaxation"),
+    )
+    if grad_diffs.shape.as_list() == [0]:  # the zero placeholder, not a real cotangent
+        d_grad_diffs = None
+    return [jvp, d_diffs, None, None, d_grad_diffs, None]

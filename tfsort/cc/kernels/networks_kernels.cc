@@ -507,7 +507,11 @@ class CompareSwapOp : public OpKernel {
   NetAttrs attrs_;
 };
 
-template <typename T, typename A>
+// CompareSwapGrad (kAdjoint false): the VJP of CompareSwap, plus grad_diffs (a cotangent
+// of diffs, or [0]) injected as in BackwardRow. CompareSwapGradAdjoint (kAdjoint true,
+// input 0 = tangent): the gradients of <tangent, CompareSwapGrad(...)> w.r.t. grad (the
+// JVP), diffs and grad_diffs, as SortingNetworkGradAdjoint.
+template <typename T, typename A, bool kAdjoint>
 class CompareSwapGradOp : public OpKernel {
  public:
   explicit CompareSwapGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -515,12 +519,15 @@ class CompareSwapGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& g_t = ctx->input(0);
-    const Tensor& d_t = ctx->input(1);
-    const Tensor& l_t = ctx->input(2);
-    const Tensor& r_t = ctx->input(3);
+    const int o = kAdjoint ? 1 : 0;
+    const Tensor& g_t = ctx->input(o);
+    const Tensor& d_t = ctx->input(o + 1);
+    const Tensor& l_t = ctx->input(o + 2);
+    const Tensor& r_t = ctx->input(o + 3);
+    const Tensor& gd_t = ctx->input(o + 4);
     RowShape rs;
     OP_REQUIRES_OK(ctx, NetRowShape(g_t, "grad", &rs));
+    if (kAdjoint) OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", ctx->input(0), "tangent"));
     const int64_t rows = rs.rows;
     const int n = rs.n;
     OP_REQUIRES_OK(ctx, CheckLayer(l_t, r_t, n));
@@ -529,26 +536,48 @@ class CompareSwapGradOp : public OpKernel {
     OP_REQUIRES(ctx, d_t.shape() == dshape,
                 InvalidArgument("diffs must have shape ", dshape.DebugString(), ", got ",
                                 d_t.shape().DebugString()));
-    Tensor* out_t;
+    const bool gd_zero = gd_t.dims() == 1 && gd_t.dim_size(0) == 0;
+    OP_REQUIRES(ctx, gd_zero || gd_t.shape() == dshape,
+                InvalidArgument("grad_diffs must have shape [0] or ", dshape.DebugString(),
+                                ", got ", gd_t.shape().DebugString()));
+    Tensor *out_t, *dd_t = nullptr, *dgd_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (kAdjoint) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dshape, &dd_t));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dshape, &dgd_t));
+    }
     if (rows == 0) return;
     const T* g = g_t.flat<T>().data();
+    const T* tg = kAdjoint ? ctx->input(0).flat<T>().data() : nullptr;
     const A* diffs = d_t.flat<A>().data();
+    const A* gd = gd_zero || gd_t.NumElements() == 0 ? nullptr : gd_t.flat<A>().data();
     T* out = out_t->flat<T>().data();
+    A* dd = dd_t ? dd_t->flat<A>().data() : nullptr;
+    A* dgd = dgd_t ? dgd_t->flat<A>().data() : nullptr;
     const int32_t* lo = l_t.flat<int32_t>().data();
     const int32_t* hi = r_t.flat<int32_t>().data();
     const NetAttrs at = attrs_;
     A s;
     OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
-    ForRows(ctx, rows, 40 * num + 5 * n + 20, [&](int64_t begin, int64_t end) {
-      std::vector<A> buf(n);
-      for (int64_t r = begin; r < end; ++r) {
-        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[r * n + i]);
-        networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs + r * num, buf.data(),
-                                 nullptr, nullptr, nullptr);
-        for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(buf[i]);
-      }
-    });
+    ForRows(ctx, rows, (kAdjoint ? 100 : 40) * num + 5 * n + 20,
+            [&](int64_t begin, int64_t end) {
+              std::vector<A> buf(n), hb(kAdjoint ? n : 0), snap(kAdjoint ? num : 0);
+              for (int64_t r = begin; r < end; ++r) {
+                for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[r * n + i]);
+                networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs + r * num,
+                                         buf.data(), nullptr, nullptr, nullptr,
+                                         gd ? gd + r * num : nullptr,
+                                         kAdjoint ? snap.data() : nullptr);
+                if (kAdjoint) {
+                  for (int i = 0; i < n; ++i) hb[i] = static_cast<A>(tg[r * n + i]);
+                  networks::BackwardRowAdjoint<A>(at.relaxation, s, lo, hi, num,
+                                                  diffs + r * num, snap.data(), hb.data(),
+                                                  dd + r * num, dgd + r * num);
+                }
+                const A* src = kAdjoint ? hb.data() : buf.data();
+                for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(src[i]);
+              }
+            });
   }
 
  private:
@@ -591,7 +620,12 @@ class CompareSwapGradOp : public OpKernel {
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
                               .TypeConstraint<A>("Tacc"),                                \
-                          CompareSwapGradOp<T, A>);
+                          CompareSwapGradOp<T, A, false>);                       \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>CompareSwapGradAdjoint")                          \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          CompareSwapGradOp<T, A, true>);
 
 TFSORT_REGISTER_NETWORKS(Eigen::half, float)
 TFSORT_REGISTER_NETWORKS(Eigen::bfloat16, float)

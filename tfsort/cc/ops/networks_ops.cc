@@ -227,6 +227,7 @@ REGISTER_OP("TFSort>CompareSwapGrad")
     .Input("diffs: Tacc")
     .Input("left: int32")
     .Input("right: int32")
+    .Input("grad_diffs: Tacc")
     .Input("steepness: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
@@ -236,6 +237,34 @@ REGISTER_OP("TFSort>CompareSwapGrad")
     .SetShapeFn(GradShape)
     .Doc(R"doc(
 VJP of CompareSwap (each comparator's Jacobian [[c, 1 - c], [1 - c, c]] is symmetric).
+grad_diffs: a cotangent of diffs (second-order gradients), or a [0] tensor for zero.
+)doc");
+
+REGISTER_OP("TFSort>CompareSwapGradAdjoint")
+    .Input("tangent: T")
+    .Input("grad: T")
+    .Input("diffs: Tacc")
+    .Input("left: int32")
+    .Input("right: int32")
+    .Input("grad_diffs: Tacc")
+    .Input("steepness: double")
+    .Output("jvp: T")
+    .Output("grad_diffs_out: Tacc")
+    .Output("grad_grad_diffs: Tacc")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("Tacc: {float, double}")
+    .Attr("relaxation: {'logistic', 'logistic_phi', 'gaussian', 'reciprocal', 'cauchy', "
+          "'optimal', 'softmax'} = 'cauchy'")
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(SteepnessShape(c));
+      TF_RETURN_IF_ERROR(SameShapeAsFirst(c, {1}, 1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return Status();
+    })
+    .Doc(R"doc(
+Gradients of <tangent, CompareSwapGrad(grad, diffs, left, right, grad_diffs)> w.r.t. grad
+(jvp: the JVP of CompareSwap), diffs and grad_diffs.
 )doc");
 
 }  // namespace tfsort
