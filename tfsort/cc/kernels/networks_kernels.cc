@@ -158,7 +158,12 @@ class SortingNetworkOp : public OpKernel {
   ScheduleCache cache_;
 };
 
-template <typename T, typename A>
+// SortingNetworkGrad (kAdjoint false): the VJP, plus grad_saved (a cotangent of saved, or
+// [0]; sort mode only) injected as in BackwardRow. SortingNetworkGradAdjoint (kAdjoint
+// true, input 0 = tangent, sort mode only): the gradients of
+// <tangent, SortingNetworkGrad(grad, saved, grad_saved)> w.r.t. grad (the JVP of the forward
+// op, by the adjoint walk), saved and grad_saved.
+template <typename T, typename A, bool kAdjoint>
 class SortingNetworkGradOp : public OpKernel {
  public:
   explicit SortingNetworkGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -166,11 +171,13 @@ class SortingNetworkGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& g_t = ctx->input(0);
-    const Tensor& saved_t = ctx->input(1);
-    const Tensor& gs_t = ctx->input(2);
+    const int o = kAdjoint ? 1 : 0;
+    const Tensor& g_t = ctx->input(o);
+    const Tensor& saved_t = ctx->input(o + 1);
+    const Tensor& gs_t = ctx->input(o + 2);
     RowShape rs;
     OP_REQUIRES_OK(ctx, NetRowShape(g_t, "grad", &rs));
+    if (kAdjoint) OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", ctx->input(0), "tangent"));
     const int64_t rows = rs.rows;
     const int n = rs.n;
     auto sched = cache_.Get(attrs_.network, n);
@@ -188,114 +195,56 @@ class SortingNetworkGradOp : public OpKernel {
                                 ", got ", gs_t.shape().DebugString()));
     OP_REQUIRES(ctx, gs_zero || !at.ranks,
                 InvalidArgument("grad_saved must be [0] with compute_ranks"));
-    Tensor* out_t;
+    Tensor *out_t, *ds_t = nullptr, *dgs_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (kAdjoint) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, sshape, &ds_t));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, sshape, &dgs_t));
+    }
     if (rows == 0) return;
     const T* g = g_t.flat<T>().data();
+    const T* tg = kAdjoint ? ctx->input(0).flat<T>().data() : nullptr;
     const A* saved = saved_t.flat<A>().data();
     const A* gsaved = gs_zero || gs_t.NumElements() == 0 ? nullptr : gs_t.flat<A>().data();
     T* out = out_t->flat<T>().data();
+    A* ds = ds_t ? ds_t->flat<A>().data() : nullptr;
+    A* dgs = dgs_t ? dgs_t->flat<A>().data() : nullptr;
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
     A s;
     OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
-    ForRows(ctx, rows, 40 * num * (at.ranks ? 3 : 1) + 10 * n + 50,
-            [&](int64_t begin, int64_t end) {
-              std::vector<A> gb(n), hb(at.ranks ? n : 0), lalpha(at.ranks ? num : 0);
-              for (int64_t r = begin; r < end; ++r) {
-                const T* gr = g + r * n;
-                const A* diffs = saved + r * per_row;
-                if (at.ranks) {
-                  // The ranks' cotangent enters through the mixing weights only.
-                  for (int i = 0; i < n; ++i) {
-                    gb[i] = A(0);
-                    hb[i] = static_cast<A>(gr[i]);
-                  }
-                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
-                                           hb.data(), diffs + num, lalpha.data());
-                } else {
-                  for (int i = 0; i < n; ++i) {
-                    gb[i] = static_cast<A>(gr[at.descending ? n - 1 - i : i]);
-                  }
-                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
-                                           nullptr, nullptr, nullptr,
-                                           gsaved ? gsaved + r * per_row : nullptr);
-                }
-                T* o = out + r * n;
-                for (int i = 0; i < n; ++i) o[i] = static_cast<T>(gb[i]);
-              }
-            });
-  }
-
- private:
-  NetAttrs attrs_;
-  ScheduleCache cache_;
-};
-
-// SortingNetworkGradAdjoint: the gradient of <tangent, SortingNetworkGrad(grad, saved,
-// grad_saved)> w.r.t. grad (the JVP of the forward op, by the adjoint walk), saved and
-// grad_saved. Sort mode only.
-template <typename T, typename A>
-class SortingNetworkGradAdjointOp : public OpKernel {
- public:
-  explicit SortingNetworkGradAdjointOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadAttrs(ctx, true, &attrs_);
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& t_t = ctx->input(0);
-    const Tensor& g_t = ctx->input(1);
-    const Tensor& saved_t = ctx->input(2);
-    const Tensor& gs_t = ctx->input(3);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, NetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", t_t, "tangent"));
-    const int64_t rows = rs.rows;
-    const int n = rs.n;
-    auto sched = cache_.Get(attrs_.network, n);
-    const int64_t num = sched->size();
-    const NetAttrs at = attrs_;
-    const TensorShape sshape = WithLast(g_t.shape(), num);
-    OP_REQUIRES(ctx, saved_t.shape() == sshape,
-                InvalidArgument("saved must have shape ", sshape.DebugString(), ", got ",
-                                saved_t.shape().DebugString()));
-    const bool gs_zero = gs_t.dims() == 1 && gs_t.dim_size(0) == 0;
-    OP_REQUIRES(ctx, gs_zero || gs_t.shape() == sshape,
-                InvalidArgument("grad_saved must have shape [0] or ", sshape.DebugString(),
-                                ", got ", gs_t.shape().DebugString()));
-    Tensor *jvp_t, *ds_t, *dgs_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &jvp_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, sshape, &ds_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, sshape, &dgs_t));
-    if (rows == 0) return;
-    const T* tg = t_t.flat<T>().data();
-    const T* g = g_t.flat<T>().data();
-    const A* saved = saved_t.flat<A>().data();
-    const A* gsaved = gs_zero || gs_t.NumElements() == 0 ? nullptr : gs_t.flat<A>().data();
-    T* jvp = jvp_t->flat<T>().data();
-    A* ds = ds_t->flat<A>().data();
-    A* dgs = dgs_t->flat<A>().data();
-    const int32_t* lo = sched->lo.data();
-    const int32_t* hi = sched->hi.data();
-    A s;
-    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
-    ForRows(ctx, rows, 100 * num + 20 * n + 50, [&](int64_t begin, int64_t end) {
-      std::vector<A> gb(n), hb(n), snap(num);
+    const int64_t cost = (kAdjoint ? 100 : 40) * num * (at.ranks ? 3 : 1) + 10 * n + 50;
+    ForRows(ctx, rows, cost, [&](int64_t begin, int64_t end) {
+      std::vector<A> gb(n), hb(at.ranks || kAdjoint ? n : 0), lalpha(at.ranks ? num : 0);
+      std::vector<A> snap(kAdjoint ? num : 0);
       for (int64_t r = begin; r < end; ++r) {
-        const A* diffs = saved + r * num;
-        for (int i = 0; i < n; ++i) {
-          const int src = at.descending ? n - 1 - i : i;
-          gb[i] = static_cast<A>(g[r * n + src]);
-          hb[i] = static_cast<A>(tg[r * n + i]);
+        const T* gr = g + r * n;
+        const A* diffs = saved + r * per_row;
+        T* orow = out + r * n;
+        if (at.ranks) {
+          // The ranks' cotangent enters through the mixing weights only.
+          for (int i = 0; i < n; ++i) {
+            gb[i] = A(0);
+            hb[i] = static_cast<A>(gr[i]);
+          }
+          networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(), hb.data(),
+                                   diffs + num, lalpha.data());
+          for (int i = 0; i < n; ++i) orow[i] = static_cast<T>(gb[i]);
+          continue;
         }
+        for (int i = 0; i < n; ++i) gb[i] = static_cast<A>(gr[at.descending ? n - 1 - i : i]);
         networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(), nullptr,
                                  nullptr, nullptr, gsaved ? gsaved + r * num : nullptr,
-                                 snap.data());
+                                 kAdjoint ? snap.data() : nullptr);
+        if (!kAdjoint) {
+          for (int i = 0; i < n; ++i) orow[i] = static_cast<T>(gb[i]);
+          continue;
+        }
+        // The tangent enters in input order; the JVP leaves in output (sorted) order.
+        for (int i = 0; i < n; ++i) hb[i] = static_cast<A>(tg[r * n + i]);
         networks::BackwardRowAdjoint<A>(at.relaxation, s, lo, hi, num, diffs, snap.data(),
                                         hb.data(), ds + r * num, dgs + r * num);
-        for (int i = 0; i < n; ++i) {
-          jvp[r * n + (at.descending ? n - 1 - i : i)] = static_cast<T>(hb[i]);
-        }
+        for (int i = 0; i < n; ++i) orow[at.descending ? n - 1 - i : i] = static_cast<T>(hb[i]);
       }
     });
   }
@@ -596,12 +545,12 @@ class CompareSwapGradOp : public OpKernel {
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
                               .TypeConstraint<A>("Tacc"),                                \
-                          SortingNetworkGradOp<T, A>);                                   \
+                          SortingNetworkGradOp<T, A, false>);                            \
   REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkGradAdjoint")                       \
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
                               .TypeConstraint<A>("Tacc"),                                \
-                          SortingNetworkGradAdjointOp<T, A>);                            \
+                          SortingNetworkGradOp<T, A, true>);                             \
   REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkPermutation")                       \
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
@@ -620,7 +569,7 @@ class CompareSwapGradOp : public OpKernel {
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
                               .TypeConstraint<A>("Tacc"),                                \
-                          CompareSwapGradOp<T, A, false>);                       \
+                          CompareSwapGradOp<T, A, false>);                               \
   REGISTER_KERNEL_BUILDER(Name("TFSort>CompareSwapGradAdjoint")                          \
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
