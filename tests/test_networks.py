@@ -160,6 +160,29 @@ def test_matches_numpy_reference(relaxation, network, n):
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
+@pytest.mark.parametrize("s", [0.3, 7.1])
+def test_float64_steepness_is_not_rounded_to_float32(relaxation, s):
+    # steepness reaches the float64 kernels unrounded (a float64 scalar input): with s
+    # rounded to float32 (relative error ~1e-8) these comparisons would fail.
+    assert float(np.float32(s)) != s
+    n = 7
+    x = rows(21, (3, n)) * 3.0
+    layers = tfsort.sorting_network(n, "bitonic")
+    out = tfsort.diff_sort(x, "bitonic", relaxation, s).numpy()
+    ranks = tfsort.diff_rank(x, "bitonic", relaxation, s).numpy()
+    _, perm = tfsort.diff_sort(x, "bitonic", relaxation, s, return_permutation=True)
+    swapped = tfsort.compare_swap(x, [0, 3], [5, 4], relaxation, s).numpy()
+    for r in range(3):
+        want, p = ref_network(x[r], layers, relaxation, s)
+        np.testing.assert_allclose(out[r], want, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(ranks[r], (np.arange(1, n + 1)[:, None] * p).sum(0),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(perm.numpy()[r], p, rtol=1e-12, atol=1e-13)
+        want_cs, _ = ref_network(x[r], [[(0, 5), (3, 4)]], relaxation, s)
+        np.testing.assert_allclose(swapped[r], want_cs, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
 @pytest.mark.parametrize("n", [4, 16])
 def test_bitonic_equals_alternating_form(relaxation, n):
     x = rows(1, (n,))
@@ -571,3 +594,106 @@ def test_docstring_examples():
         optionflags=doctest.NORMALIZE_WHITESPACE,
     )
     assert result.failed == 0 and result.attempted > 0
+
+
+# ---------------------------------------------------------------------------------------
+# Second order
+
+
+def _first_gradient(network, relaxation, s, direction, w):
+    def first(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = tfsort.diff_sort(v, network, relaxation, s, direction)
+            loss = tf.reduce_sum(y * w) + tf.reduce_sum(y**3)
+        return tape.gradient(loss, v)
+
+    return first
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+@pytest.mark.parametrize("network", ["bitonic", "odd_even"])
+@pytest.mark.parametrize("direction", ["ASCENDING", "DESCENDING"])
+def test_second_order_vs_finite_differences(relaxation, network, direction):
+    # Well-separated values keep every comparator away from the relaxations' kinks
+    # (logistic_phi at u = 0, optimal at |d| = 1/4), where finite differences break down.
+    x = tf.constant(distinct(31, (2, 6)) + 0.1 * rows(32, (2, 6)))
+    w = tf.constant(rows(33, (2, 6)))
+    first = _first_gradient(network, relaxation, 1.3, direction, w)
+    theo, num = tf.test.compute_gradient(first, [x], delta=1e-5)
+    np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
+    theo, num = tf.test.compute_gradient(tf.function(first), [x], delta=1e-5)
+    np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+@pytest.mark.parametrize("direction", ["ASCENDING", "DESCENDING"])
+@pytest.mark.parametrize("n", [5, 8])
+def test_forward_accumulator_equals_jacobian(relaxation, direction, n):
+    x = tf.constant(rows(34, (3, n)))
+    tangent = tf.constant(rows(35, (3, n)))
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+        y = tfsort.diff_sort(x, "bitonic", relaxation, 2.3, direction)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y2 = tfsort.diff_sort(x, "bitonic", relaxation, 2.3, direction)
+    jac = tape.batch_jacobian(y2, x).numpy()
+    want = np.einsum("bij,bj->bi", jac, tangent.numpy())
+    np.testing.assert_allclose(acc.jvp(y).numpy(), want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda v: tfsort.diff_rank(v),
+        lambda v: tfsort.diff_sort(v, return_permutation=True)[1],
+    ],
+)
+def test_unsupported_second_order_raises(fn):
+    x = tf.constant(rows(36, (2, 4)))
+    with pytest.raises(NotImplementedError, match="not implemented"):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = tf.reduce_sum(fn(x) ** 2)
+            g = inner.gradient(loss, x)
+        outer.gradient(g, x)
+
+
+def test_bad_grad_saved_shape_raises():
+    from tfsort._ops import ops as raw
+
+    x = tf.constant(rows(37, (2, 4)))
+    one = tf.constant(1.0, tf.float64)
+    out, saved = raw.tf_sort_sorting_network(x, one, Tacc=tf.float64)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="grad_saved"):
+        raw.tf_sort_sorting_network_grad(out, saved, tf.zeros([3], tf.float64), one)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="steepness"):
+        raw.tf_sort_sorting_network(x, tf.constant(-1.0, tf.float64), Tacc=tf.float64)
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+def test_compare_swap_second_order(relaxation):
+    x = tf.constant(distinct(38, (2, 6)) + 0.1 * rows(39, (2, 6)))
+    w = tf.constant(rows(40, (2, 6)))
+    left, right = [0, 4, 3], [2, 1, 5]
+
+    def first(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = tfsort.compare_swap(v, left, right, relaxation, 1.3)
+            y = tfsort.compare_swap(y, [0, 1], [3, 2], relaxation, 1.3)
+            loss = tf.reduce_sum(y * w) + tf.reduce_sum(y**3)
+        return tape.gradient(loss, v)
+
+    theo, num = tf.test.compute_gradient(first, [x], delta=1e-5)
+    np.testing.assert_allclose(theo[0], num[0], atol=1e-6)
+    tangent = tf.constant(rows(41, (2, 6)))
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+        y = tfsort.compare_swap(x, left, right, relaxation, 1.3)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y2 = tfsort.compare_swap(x, left, right, relaxation, 1.3)
+    want = np.einsum("bij,bj->bi", tape.batch_jacobian(y2, x).numpy(), tangent.numpy())
+    np.testing.assert_allclose(acc.jvp(y).numpy(), want, rtol=1e-12, atol=1e-14)

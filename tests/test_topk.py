@@ -90,7 +90,6 @@ def call(mode, fn, *args):
 
 @pytest.mark.parametrize("mode", ["eager", "function"])
 @pytest.mark.parametrize("method", METHODS)
-# eps values exact in float32: the ops take regularization_strength as a float32 attr.
 @pytest.mark.parametrize("eps", [1 / 64, 0.25, 1.0, 8.0])
 def test_values_match_reference_float64(mode, method, eps):
     x = rand((5, 17), seed=1)
@@ -98,6 +97,35 @@ def test_values_match_reference_float64(mode, method, eps):
     np.testing.assert_allclose(out.numpy(), ref(x, 4, eps, method), atol=1e-10, rtol=1e-9)
     np.testing.assert_allclose(out.numpy().sum(-1), 4.0, atol=1e-10)
     assert out.dtype == tf.float64
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("eps", [0.3, 0.1, 7.1])
+def test_float64_strength_is_not_rounded_to_float32(mode, method, eps):
+    # regularization_strength reaches the float64 kernels unrounded (a float64 scalar
+    # input): with eps rounded to float32 (relative error ~1e-8) these would fail.
+    assert float(np.float32(eps)) != eps
+    x = rand((4, 13), seed=5)
+    xt = tf.constant(x)
+
+    def f(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            m = tfsort.soft_topk(v, 3, eps, method=method)
+            loss = tf.reduce_sum(m * tf.constant(np.arange(13.0)))
+        return m, tape.gradient(loss, v)
+
+    m, g = call(mode, f, xt)
+    want = ref(x, 3, eps, method)
+    np.testing.assert_allclose(m.numpy(), want, rtol=1e-12, atol=1e-14)
+    for r in range(4):
+        if method == "sigmoid":
+            jac = closed_form_jacobian(want[r], eps)
+        else:
+            frac = (want[r] > 0) & (want[r] < 1)
+            jac = (np.diag(frac * 1.0) - np.outer(frac, frac) / max(frac.sum(), 1)) / eps
+        np.testing.assert_allclose(g.numpy()[r], jac @ np.arange(13.0), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", METHODS)

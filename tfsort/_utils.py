@@ -52,6 +52,40 @@ def check_strength(value, name="regularization_strength"):
     return value
 
 
+# Eager float64 scalar tensors per Python float (regularization_strength, steepness): the
+# ops take these as float64 inputs, and building a constant per eager call would cost more
+# than the small ops themselves. Bounded; cleared when full.
+_SCALARS = {}
+
+
+def float64_scalar(value):
+    """A float64 scalar tensor for the validated Python float `value`: cached in eager
+    mode, a new constant in graph mode (a graph's constants belong to that graph)."""
+    if not tf.executing_eagerly():
+        return tf.constant(value, tf.float64)
+    t = _SCALARS.get(value)
+    if t is None:
+        if len(_SCALARS) >= 1024:
+            _SCALARS.clear()
+        t = _SCALARS[value] = tf.constant(value, tf.float64)
+    return t
+
+
+def check_kl_weights(y, w):
+    """Validates w for regularization="kl" against y; returns it as a tensor of y's dtype."""
+    if w is None:
+        raise ValueError('regularization="kl" needs w, a tensor of the shape of y')
+    w = convert_values(w, "w")
+    if w.dtype != y.dtype:
+        w = tf.cast(w, y.dtype)
+    if y.shape.is_fully_defined() and w.shape.is_fully_defined():
+        if y.shape != w.shape:
+            raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    elif not y.shape.is_compatible_with(w.shape):
+        raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    return w
+
+
 def check_choice(value, name, choices, lower=True):
     """Returns the normalized choice or raises ValueError naming the argument."""
     if not isinstance(value, str):

@@ -204,16 +204,7 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
         if w is not None:
             raise ValueError('w is only used with regularization="kl"; pass w=None for "l2"')
     else:
-        if w is None:
-            raise ValueError('regularization="kl" needs w, a tensor of the shape of y')
-        w = _utils.convert_values(w, "w")
-        if w.dtype != y.dtype:
-            w = tf.cast(w, y.dtype)
-        if y.shape.is_fully_defined() and w.shape.is_fully_defined():
-            if y.shape != w.shape:
-                raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
-        elif not y.shape.is_compatible_with(w.shape):
-            raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+        w = _utils.check_kl_weights(y, w)
     dtype = y.dtype
     acc = _acc_dtype(dtype)
     axis = _utils.normalize_axis(axis, y.shape.rank)

@@ -34,7 +34,7 @@ def _soft_config(regularization, regularization_strength, direction):
         _utils.check_regularization(regularization),
         eps,
         _utils.check_descending(direction),
-        tf.constant(eps, tf.float64) if tf.executing_eagerly() else None,
+        _utils.float64_scalar(eps) if tf.executing_eagerly() else None,
     )
     if key is not None and cfg[3] is not None:
         if len(_SOFT_CONFIG) >= 1024:
@@ -65,7 +65,7 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         if size is not None and size <= _RECOMPUTE_MAX_ELEMENTS:
             num_aux = 0
     if eps_tensor is None:
-        eps_tensor = tf.constant(eps, tf.float64)
+        eps_tensor = _utils.float64_scalar(eps)
     out = op(x, eps_tensor, num_aux=num_aux, regularization=reg, descending=desc)[0]
     return _utils.restore_axis(out, perm)
 
@@ -183,16 +183,7 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
         return _last_axis_call(
             y, axis, lambda v: _raw.tf_sort_isotonic_l2(v, increasing=not decreasing)[0]
         )
-    if w is None:
-        raise ValueError('regularization="kl" needs w, a tensor of the shape of y')
-    w = _utils.convert_values(w, "w")
-    if w.dtype != y.dtype:
-        w = tf.cast(w, y.dtype)
-    if y.shape.is_fully_defined() and w.shape.is_fully_defined():
-        if y.shape != w.shape:
-            raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
-    elif not y.shape.is_compatible_with(w.shape):
-        raise ValueError(f"w must have the shape of y {y.shape}, got {w.shape}")
+    w = _utils.check_kl_weights(y, w)
     axis = _utils.normalize_axis(axis, y.shape.rank)
     yt, perm = _utils.move_axis_last(y, axis)
     wt, _ = _utils.move_axis_last(w, axis)

@@ -18,19 +18,10 @@ import numpy as np
 
 import tfsort
 from tfsort import _utils
+from tfsort.networks import NETWORKS, RELAXATIONS
 
 __all__ = ["SoftSort", "SoftRank", "DiffSort", "SoftTopK"]
 
-NETWORKS = ("bitonic", "odd_even")
-RELAXATIONS = (
-    "logistic",
-    "logistic_phi",
-    "gaussian",
-    "reciprocal",
-    "cauchy",
-    "optimal",
-    "softmax",
-)
 TOPK_METHODS = ("sigmoid", "sparse")
 
 
@@ -83,8 +74,45 @@ class _ElementwiseShapeLayer(keras.layers.Layer):
         return {**super().get_config(), "axis": self.axis}
 
 
+class _SoftIsotonicLayer(_ElementwiseShapeLayer):
+    """Shared arguments, call and config of SoftSort and SoftRank (which differ only in the
+    function they call, named by _FUNCTION)."""
+
+    _FUNCTION = None
+
+    def __init__(
+        self,
+        regularization="l2",
+        regularization_strength=1.0,
+        direction="ASCENDING",
+        axis=-1,
+        **kwargs,
+    ):
+        super().__init__(axis=axis, **kwargs)
+        self.regularization = _utils.check_regularization(regularization)
+        self.regularization_strength = _utils.check_strength(regularization_strength)
+        self.direction = _check_direction(direction)
+
+    def call(self, inputs):
+        return getattr(tfsort, self._FUNCTION)(
+            inputs,
+            regularization=self.regularization,
+            regularization_strength=self.regularization_strength,
+            direction=self.direction,
+            axis=self.axis,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "regularization": self.regularization,
+            "regularization_strength": self.regularization_strength,
+            "direction": self.direction,
+        }
+
+
 @keras.saving.register_keras_serializable(package="tfsort")
-class SoftSort(_ElementwiseShapeLayer):
+class SoftSort(_SoftIsotonicLayer):
     """Differentiable sort along an axis (Blondel et al., ICML 2020).
 
     Calls :func:`tfsort.soft_sort`. As ``regularization_strength`` -> 0 the output is the
@@ -109,39 +137,11 @@ class SoftSort(_ElementwiseShapeLayer):
       array([[1., 2., 3.]], dtype=float32)
     """
 
-    def __init__(
-        self,
-        regularization="l2",
-        regularization_strength=1.0,
-        direction="ASCENDING",
-        axis=-1,
-        **kwargs,
-    ):
-        super().__init__(axis=axis, **kwargs)
-        self.regularization = _utils.check_regularization(regularization)
-        self.regularization_strength = _utils.check_strength(regularization_strength)
-        self.direction = _check_direction(direction)
-
-    def call(self, inputs):
-        return tfsort.soft_sort(
-            inputs,
-            regularization=self.regularization,
-            regularization_strength=self.regularization_strength,
-            direction=self.direction,
-            axis=self.axis,
-        )
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "regularization": self.regularization,
-            "regularization_strength": self.regularization_strength,
-            "direction": self.direction,
-        }
+    _FUNCTION = "soft_sort"
 
 
 @keras.saving.register_keras_serializable(package="tfsort")
-class SoftRank(_ElementwiseShapeLayer):
+class SoftRank(_SoftIsotonicLayer):
     """Differentiable ranks along an axis (Blondel et al., ICML 2020).
 
     Calls :func:`tfsort.soft_rank`. Ranks start at 1 (the smallest value when ASCENDING).
@@ -165,35 +165,7 @@ class SoftRank(_ElementwiseShapeLayer):
       array([[3., 1., 2.]], dtype=float32)
     """
 
-    def __init__(
-        self,
-        regularization="l2",
-        regularization_strength=1.0,
-        direction="ASCENDING",
-        axis=-1,
-        **kwargs,
-    ):
-        super().__init__(axis=axis, **kwargs)
-        self.regularization = _utils.check_regularization(regularization)
-        self.regularization_strength = _utils.check_strength(regularization_strength)
-        self.direction = _check_direction(direction)
-
-    def call(self, inputs):
-        return tfsort.soft_rank(
-            inputs,
-            regularization=self.regularization,
-            regularization_strength=self.regularization_strength,
-            direction=self.direction,
-            axis=self.axis,
-        )
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "regularization": self.regularization,
-            "regularization_strength": self.regularization_strength,
-            "direction": self.direction,
-        }
+    _FUNCTION = "soft_rank"
 
 
 @keras.saving.register_keras_serializable(package="tfsort")

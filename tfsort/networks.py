@@ -44,8 +44,14 @@ row for bitonic (plus as many again for ranks), and recomputes the relaxation in
 backward pass. With return_permutation=True a second fused op propagates the rows of P
 through the comparators (no matrix per layer); its gradient op recomputes P from
 checkpoints every sqrt(#comparators * n) comparators, so a row in flight needs
-O(n^2 sqrt(log^2 n)) scratch instead of one n x n matrix per layer. Second derivatives
-are not registered.
+O(n^2 sqrt(log^2 n)) scratch instead of one n x n matrix per layer.
+
+Second derivatives (and tf.autodiff.ForwardAccumulator, which differentiates the gradient
+op) are exact for diff_sort: each comparator's Jacobian [[c, 1 - c], [1 - c, c]] is
+symmetric, so the gradient op's adjoint is one forward walk with the same c, and its
+derivative w.r.t. the values runs through c(u) (SortingNetworkGradAdjoint); the same holds
+for compare_swap. For diff_rank and return_permutation=True they raise
+NotImplementedError.
 
 Under XLA (tf.function(jit_compile=True), Keras jit_compile) a composite path of plain TF
 ops (one gather and a few elementwise ops per layer) is used, with the same numbers.
@@ -305,19 +311,19 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
     if return_permutation:
         out, p, _ = _raw.tf_sort_sorting_network_permutation(
             x,
+            _utils.float64_scalar(s),
             Tacc=_acc_dtype(dtype),
             network=network,
             relaxation=relaxation,
-            steepness=s,
             descending=desc,
         )
         return _utils.restore_axis(out, perm), p
     res = _raw.tf_sort_sorting_network(
         x,
+        _utils.float64_scalar(s),
         Tacc=_acc_dtype(dtype),
         network=network,
         relaxation=relaxation,
-        steepness=s,
         descending=desc,
         compute_ranks=ranks,
     )
@@ -342,7 +348,8 @@ def diff_sort(
         "odd_even".
       relaxation: "logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy",
         "optimal" or "softmax".
-      steepness: s > 0, finite; larger is closer to the hard sort.
+      steepness: s > 0, finite; larger is closer to the hard sort. Passed to the ops as a
+        float64 scalar, so float64 values see it unrounded.
       direction: "ASCENDING" or "DESCENDING".
       axis: the axis to sort along; every other axis is batch.
       return_permutation: also return the relaxed permutation matrix P, of shape
@@ -475,7 +482,7 @@ def compare_swap(values, left, right, relaxation="cauchy", steepness=10.0, axis=
     if _utils.in_xla_context():
         return _utils.restore_axis(_compare_swap_composite(x, left, right, relaxation, s), perm)
     out = _raw.tf_sort_compare_swap(
-        x, left, right, Tacc=_acc_dtype(x.dtype), relaxation=relaxation, steepness=s
+        x, left, right, _utils.float64_scalar(s), Tacc=_acc_dtype(x.dtype), relaxation=relaxation
     )[0]
     return _utils.restore_axis(out, perm)
 
@@ -508,7 +515,6 @@ def _net_attrs(op, ranks=True):
     attrs = {
         "network": op.get_attr("network"),
         "relaxation": op.get_attr("relaxation"),
-        "steepness": op.get_attr("steepness"),
         "descending": op.get_attr("descending"),
     }
     if ranks:
@@ -531,36 +537,106 @@ def _empty(dtype):
 
 
 @tf.RegisterGradient("TFSort>SortingNetwork")
-def _sorting_network_grad(op, grad, _unused_saved):
+def _sorting_network_grad(op, grad, saved_grad):
+    x, steepness = op.inputs
+    attrs = _net_attrs(op)
+    if grad is None and saved_grad is None:
+        return [tf.zeros_like(x), None]
     if grad is None:
-        return tf.zeros_like(op.inputs[0])
-    return _raw.tf_sort_sorting_network_grad(grad, op.outputs[1], **_net_attrs(op))
+        grad = tf.zeros_like(x)
+    # saved's cotangent is non-zero only in second-order gradients (sort mode; ranks raise
+    # in _sorting_network_grad_grad before one could arise).
+    if saved_grad is None or attrs["compute_ranks"]:
+        saved_grad = _empty(op.outputs[1].dtype)
+    g = _raw.tf_sort_sorting_network_grad(grad, op.outputs[1], saved_grad, steepness, **attrs)
+    return [g, None]
+
+
+@tf.RegisterGradient("TFSort>SortingNetworkGrad")
+def _sorting_network_grad_grad(op, hess):
+    # SortingNetworkGrad is linear in grad with a symmetric Jacobian per comparator, so its
+    # gradient w.r.t. grad is the forward (JVP) walk; its dependence on the values runs
+    # through saved (u per comparator) and is returned as saved's cotangent, which
+    # SortingNetwork's gradient chains back to the values.
+    attrs = _net_attrs(op)
+    if attrs.pop("compute_ranks"):
+        raise NotImplementedError(
+            "second derivatives of tfsort.diff_rank (SortingNetworkGrad with compute_ranks) "
+            "are not implemented; diff_sort and its gradient support them"
+        )
+    grad, saved, grad_saved, steepness = op.inputs
+    if hess is None:
+        hess = tf.zeros_like(grad)
+    jvp, d_saved, d_grad_saved = _raw.tf_sort_sorting_network_grad_adjoint(
+        hess, grad, saved, grad_saved, steepness, **attrs
+    )
+    if grad_saved.shape.as_list() == [0]:  # the zero placeholder, not a real cotangent
+        d_grad_saved = None
+    return [jvp, d_saved, d_grad_saved, None]
+
+
+def _no_higher_order(what):
+    def grad_fn(op, *grads):
+        raise NotImplementedError(
+            f"gradients of {what} ({op.type}) are not implemented in tfsort"
+        )
+
+    return grad_fn
+
+
+tf.RegisterGradient("TFSort>SortingNetworkGradAdjoint")(
+    _no_higher_order("third derivatives of diff_sort")
+)
+tf.RegisterGradient("TFSort>SortingNetworkPermutationGrad")(
+    _no_higher_order("second derivatives of diff_sort(..., return_permutation=True)")
+)
+tf.RegisterGradient("TFSort>CompareSwapGradAdjoint")(
+    _no_higher_order("third derivatives of compare_swap")
+)
 
 
 @tf.RegisterGradient("TFSort>SortingNetworkPermutation")
 def _sorting_network_perm_grad(op, g_sorted, g_perm, _unused_d):
-    x = op.inputs[0]
+    x, steepness = op.inputs
     if g_sorted is None and g_perm is None:
-        return tf.zeros_like(x)
+        return [tf.zeros_like(x), None]
     if g_sorted is None:
         g_sorted = _empty(x.dtype)
     if g_perm is None:
         g_perm = _empty(x.dtype)
     attrs = _net_attrs(op, ranks=False)
-    return _raw.tf_sort_sorting_network_permutation_grad(g_sorted, g_perm, op.outputs[2], **attrs)
+    g = _raw.tf_sort_sorting_network_permutation_grad(
+        g_sorted, g_perm, op.outputs[2], steepness, **attrs
+    )
+    return [g, None]
 
 
 @tf.RegisterGradient("TFSort>CompareSwap")
-def _compare_swap_grad(op, grad, _unused_d):
-    x, left, right = op.inputs
+def _compare_swap_grad(op, grad, diffs_grad):
+    x, left, right, steepness = op.inputs
+    if grad is None and diffs_grad is None:
+        return [tf.zeros_like(x), None, None, None]
     if grad is None:
         grad = tf.zeros_like(x)
+    diffs = op.outputs[1]
+    if diffs_grad is None:  # non-zero only in second-order gradients
+        diffs_grad = _empty(diffs.dtype)
     g = _raw.tf_sort_compare_swap_grad(
-        grad,
-        op.outputs[1],
-        left,
-        right,
-        relaxation=op.get_attr("relaxation"),
-        steepness=op.get_attr("steepness"),
+        grad, diffs, left, right, diffs_grad, steepness, relaxation=op.get_attr("relaxation")
     )
-    return [g, None, None]
+    return [g, None, None, None]
+
+
+@tf.RegisterGradient("TFSort>CompareSwapGrad")
+def _compare_swap_grad_grad(op, hess):
+    # As _sorting_network_grad_grad, for one layer.
+    grad, diffs, left, right, grad_diffs, steepness = op.inputs
+    if hess is None:
+        hess = tf.zeros_like(grad)
+    jvp, d_diffs, d_grad_diffs = _raw.tf_sort_compare_swap_grad_adjoint(
+        hess, grad, diffs, left, right, grad_diffs, steepness,
+        relaxation=op.get_attr("relaxation"),
+    )
+    if grad_diffs.shape.as_list() == [0]:  # the zero placeholder, not a real cotangent
+        d_grad_diffs = None
+    return [jvp, d_diffs, None, None, d_grad_diffs, None]

@@ -31,7 +31,8 @@ from tfsort._ops import ops as _raw
 __all__ = ["soft_topk"]
 
 _METHODS = ("sigmoid", "sparse")
-# Bounds of the doubles that round to a positive finite float32 (eps is a float32 attr).
+# Bounds of the doubles that round to a positive finite float32: eps outside them would
+# overflow x / eps or (x + t) / eps in the float32 compute type.
 _F32_ROUNDS_TO_ZERO = 7.006492321624086e-46
 _F32_ROUNDS_TO_INF = 3.4028235677973366e38
 _XLA_BISECTION_STEPS = 64
@@ -57,8 +58,8 @@ def soft_topk(
         with one value per row (shape () or the batch shape, i.e. the shape of `values`
         without `axis`, optionally with a trailing 1). "sigmoid" accepts a real k;
         "sparse" needs an integer. No gradient flows to k.
-      regularization_strength: eps > 0, finite (used at float32 precision, like every
-        tfsort op's regularization_strength attribute).
+      regularization_strength: eps > 0, finite, within float32's range (about 1.2e-38 to
+        3.4e38). The ops take it as a float64 scalar, so float64 values see it unrounded.
       method: "sigmoid" or "sparse" (case-insensitive).
       axis: the axis to select along; every other axis is batch.
 
@@ -86,7 +87,6 @@ def soft_topk(
     method = _utils.check_choice(method, "method", _METHODS)
     eps = _utils.check_strength(regularization_strength)
     if not _F32_ROUNDS_TO_ZERO < eps < _F32_ROUNDS_TO_INF:
-        # The ops take eps as a float32 attribute.
         raise ValueError(
             "regularization_strength must be a positive finite float32 value "
             f"(about 1.2e-38 to 3.4e38), got {eps}"
@@ -101,16 +101,14 @@ def soft_topk(
         )
     k_t = _check_k(k, x, method)
     if not tf.executing_eagerly() and _utils.in_xla_context():
-        # The kernels read eps from a float32 attr; use the same value here.
-        eps = float(np.float32(eps))
         if method == "sigmoid":
             out = _sigmoid_topk_composite(x, _k_column(k_t, x), eps)
         else:
             out = _sparse_topk_composite(x, _k_column(k_t, x), eps)
     elif method == "sigmoid":
-        out = _raw.tf_sort_sigmoid_top_k(x, k_t, regularization_strength=eps)
+        out = _raw.tf_sort_sigmoid_top_k(x, k_t, _utils.float64_scalar(eps))
     else:
-        out = _raw.tf_sort_sparse_top_k(x, k_t, regularization_strength=eps)[0]
+        out = _raw.tf_sort_sparse_top_k(x, k_t, _utils.float64_scalar(eps))[0]
     return _utils.restore_axis(out, perm)
 
 
@@ -302,18 +300,10 @@ def _sparse_topk_composite(x, k, eps, steps=_XLA_BISECTION_STEPS):
 # to k.
 
 
-def _strength(op):
-    """regularization_strength of a top-k op (cheap path for the eager tape's mock op)."""
-    if type(op).__name__ == "_MockOp":
-        flat = op.attrs
-        return flat[flat.index("regularization_strength") + 1]
-    return op.get_attr("regularization_strength")
-
-
 @tf.RegisterGradient("TFSort>SigmoidTopK")
 def _sigmoid_topk_grad(op, grad):
-    eps = _strength(op)
-    return [_raw.tf_sort_sigmoid_top_k_grad(grad, op.outputs[0], regularization_strength=eps), None]
+    eps = op.inputs[2]
+    return [_raw.tf_sort_sigmoid_top_k_grad(grad, op.outputs[0], eps), None, None]
 
 
 @tf.RegisterGradient("TFSort>SigmoidTopKGrad")
@@ -323,9 +313,8 @@ def _sigmoid_topk_grad_grad(op, hess):
     # the mask p only (an output of the forward op), so returning d/dp <hess, G> lets
     # autodiff chain it through the forward op's gradient exactly:
     #   d/dp_j <h, G> = (h_j - d)(g_j - c)(1 - 2 p_j) / eps,  d = (v . h) / sum(v).
-    g, p = op.inputs
-    eps = _strength(op)
-    d_g = _raw.tf_sort_sigmoid_top_k_grad(hess, p, regularization_strength=eps)
+    g, p, eps = op.inputs
+    d_g = _raw.tf_sort_sigmoid_top_k_grad(hess, p, eps)
     dtype = p.dtype
     compute = _compute_dtype(dtype)
     g, p, h = (tf.cast(t, compute) for t in (g, p, hess))
@@ -333,18 +322,17 @@ def _sigmoid_topk_grad_grad(op, hess):
     sv = tf.reduce_sum(v, axis=-1, keepdims=True)
     c = tf.math.divide_no_nan(tf.reduce_sum(v * g, axis=-1, keepdims=True), sv)
     d = tf.math.divide_no_nan(tf.reduce_sum(v * h, axis=-1, keepdims=True), sv)
-    d_p = (h - d) * (g - c) * (1 - 2 * p) / eps
-    return [d_g, tf.cast(d_p, dtype)]
+    d_p = (h - d) * (g - c) * (1 - 2 * p) / tf.cast(eps, compute)
+    return [d_g, tf.cast(d_p, dtype), None]
 
 
 @tf.RegisterGradient("TFSort>SparseTopK")
 def _sparse_topk_grad(op, grad, _unused_support_grad):
-    eps = _strength(op)
-    return [_raw.tf_sort_sparse_top_k_grad(grad, op.outputs[1], regularization_strength=eps), None]
+    eps = op.inputs[2]
+    return [_raw.tf_sort_sparse_top_k_grad(grad, op.outputs[1], eps), None, None]
 
 
 @tf.RegisterGradient("TFSort>SparseTopKGrad")
 def _sparse_topk_grad_grad(op, hess):
     # Linear and self-adjoint in grad; independent of the values (piecewise-constant F).
-    eps = _strength(op)
-    return [_raw.tf_sort_sparse_top_k_grad(hess, op.inputs[1], regularization_strength=eps), None]
+    return [_raw.tf_sort_sparse_top_k_grad(hess, op.inputs[1], op.inputs[2]), None, None]

@@ -12,8 +12,8 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/lib/core/threadpool.h"
 #include "tfsort/cc/kernels/isotonic.h"
+#include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/sort_util.h"
 
 namespace tfsort {
@@ -23,91 +23,11 @@ using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
 using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
 using sort_util::Scratch;
-
-// Accumulation type: float for half/bfloat16, double otherwise (exact counts are int32).
-template <typename T>
-struct Acc {
-  using type = double;
-};
-template <>
-struct Acc<Eigen::half> {
-  using type = float;
-};
-template <>
-struct Acc<Eigen::bfloat16> {
-  using type = float;
-};
-
-// Sort-key type: float keys (radix sortable) for everything but double.
-template <typename T>
-struct SortKey {
-  using type = float;
-};
-template <>
-struct SortKey<double> {
-  using type = double;
-};
-
-template <typename T, typename A>
-inline T FromAcc(A v) {
-  return static_cast<T>(static_cast<typename Acc<T>::type>(v));
-}
-
-template <typename T>
-inline bool RowFinite(const T* x, int n) {
-  for (int i = 0; i < n; ++i) {
-    if (!std::isfinite(static_cast<float>(x[i]))) return false;
-  }
-  return true;
-}
-template <>
-inline bool RowFinite<double>(const double* x, int n) {
-  for (int i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return false;
-  return true;
-}
-
-// Validated [rows, n] view of a rank >= 1 tensor.
-struct RowShape {
-  int64_t rows = 0;
-  int n = 0;
-};
-
-::tensorflow::Status GetRowShape(const Tensor& t, const char* name, RowShape* out) {
-  if (t.dims() < 1) {
-    return InvalidArgument(name, " must have rank >= 1, got shape ", t.shape().DebugString());
-  }
-  const int64_t n = t.dim_size(t.dims() - 1);
-  if (n > std::numeric_limits<int32_t>::max() - 1) {
-    return InvalidArgument(name, ": the sorted axis has ", n,
-                           " elements; at most 2^31 - 2 are supported");
-  }
-  out->n = static_cast<int>(n);
-  out->rows = n == 0 ? 0 : t.NumElements() / n;
-  return ::tensorflow::Status();
-}
-
-::tensorflow::Status CheckSameShape(const Tensor& a, const char* a_name, const Tensor& b,
-                                    const char* b_name) {
-  if (a.shape() != b.shape()) {
-    return InvalidArgument(b_name, " must have the shape of ", a_name, " ",
-                           a.shape().DebugString(), ", got ", b.shape().DebugString());
-  }
-  return ::tensorflow::Status();
-}
-
-// Runs fn(begin, end) over rows on TF's CPU worker pool. cost_per_row is in cycles.
-template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
-}
 
 inline int64_t SortCost(int n) {
   int lg = 1;
@@ -125,12 +45,6 @@ struct RowBuffers {
   sort_util::ArgsortScratch sort;
   isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
 };
-
-// Records a failed status on the kernel under construction; returns whether s is ok.
-bool Ok(OpKernelConstruction* ctx, const ::tensorflow::Status& s) {
-  if (!s.ok()) ctx->CtxFailure(s);
-  return s.ok();
-}
 
 bool ParseRegularization(OpKernelConstruction* ctx, bool* kl) {
   std::string reg;
@@ -327,19 +241,6 @@ bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
   return Ok(ctx, ctx->GetAttr("descending", &a->descending));
 }
 
-// Reads the scalar float64 input regularization_strength; it must be positive and finite.
-::tensorflow::Status GetStrength(const Tensor& t, double* eps) {
-  if (t.dims() != 0) {
-    return InvalidArgument("regularization_strength must be a scalar, got shape ",
-                           t.shape().DebugString());
-  }
-  *eps = t.scalar<double>()();
-  if (!(*eps > 0.0) || !std::isfinite(*eps)) {
-    return InvalidArgument("regularization_strength must be positive and finite, got ", *eps);
-  }
-  return ::tensorflow::Status();
-}
-
 // The backward pass needs, per row, the sorting permutation and the PAV blocks. They
 // travel in one packed int32 tensor ("aux"): the input index of each sorted position in
 // the low 31 bits and a block-start flag in the sign bit; a non-finite row is all -1.
@@ -382,7 +283,7 @@ template <typename T, bool kRank>
 bool SoftRow(const T* xr, int n, const SoftAttrs& at, typename Acc<T>::type eps,
              T* out, int32_t* pr, int32_t* sr, RowBuffers<typename Acc<T>::type>* buf) {
   using A = typename Acc<T>::type;
-  using K = typename SortKey<T>::type;
+  using K = typename FloatType<T>::type;  // radix-sortable keys
   if (!RowFinite(xr, n)) return false;
   // rank: z = sign * x / eps sorted descending, sign = +1 for ascending ranks.
   // sort: s = sign * x sorted descending, sign = -1 for an ascending sort.
@@ -447,7 +348,7 @@ class SoftSortRankOp : public OpKernel {
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
     double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetStrength(ctx->input(1), &eps));
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(1), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     Tensor* aux_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
@@ -494,7 +395,7 @@ class SoftSortRankGradOp : public OpKernel {
     RowShape rs;
     OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
     double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetStrength(ctx->input(2), &eps));
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
     const Tensor* aux_t = nullptr;
     if (attrs_.num_aux) {

@@ -282,10 +282,15 @@ TFSORT_HD void ForwardRow(Relaxation rel, A s, const int32_t* lo, const int32_t*
 // lalpha (num entries) is needed when h is given. The rank gradient: with r_l the
 // back-propagated rank vector after comparator k and h_{k} the forward propagation of the
 // rank cotangent up to comparator k, dL/dalpha_k = (r_l[lo] - r_l[hi]) (h[lo] - h[hi]).
+//
+// Sort mode (h null) also takes, optionally, gdiffs: a cotangent of the stored diffs
+// (u_k = x[hi] - x[lo] at the input of comparator k), injected as -gdiffs[k] at lo and
+// +gdiffs[k] at hi after comparator k's VJP; and gsnap: receives g[lo] - g[hi] of the
+// cotangent before comparator k's VJP (for BackwardRowAdjoint).
 template <typename A>
 TFSORT_HD void BackwardRow(Relaxation rel, A s, const int32_t* lo, const int32_t* hi,
                            int64_t num, const A* diffs, A* g, A* h, const A* rdiffs,
-                           A* lalpha) {
+                           A* lalpha, const A* gdiffs = nullptr, A* gsnap = nullptr) {
   if (h != nullptr) {
     for (int64_t k = 0; k < num; ++k) {
       const A alpha = Relax(rel, s, diffs[k]).alpha;
@@ -302,14 +307,89 @@ TFSORT_HD void BackwardRow(Relaxation rel, A s, const int32_t* lo, const int32_t
     A& gi = g[lo[k]];
     A& gj = g[hi[k]];
     const A gmn = gi, gmx = gj;
+    if (gsnap != nullptr) gsnap[k] = gmn - gmx;
     gi = w.c * gmn + (A(1) - w.c) * gmx;
     gj = (A(1) - w.c) * gmn + w.c * gmx;
+    if (gdiffs != nullptr) {
+      gi -= gdiffs[k];
+      gj += gdiffs[k];
+    }
     if (h != nullptr) {
       // alpha depends on u = x_hi - x_lo.
       const A t = w.dalpha * lalpha[k];
       gi -= t;
       gj += t;
     }
+  }
+}
+
+// dc/du of one comparator (c = d(min)/da, see Relax): 2 dalpha/du + u d2alpha/du2, or
+// dalpha/du for softmax (whose c is alpha).
+template <typename A>
+TFSORT_HD inline A DcDu(Relaxation r, A s, A u, const Weights<A>& w) {
+  const A d = s * u;
+  const A kPi = A(3.14159265358979323846);
+  A d2;  // d2alpha / du2
+  switch (r) {
+    case Relaxation::kLogistic:
+    case Relaxation::kSoftmax:
+      d2 = s * w.dalpha * (A(1) - A(2) * w.alpha);
+      break;
+    case Relaxation::kLogisticPhi: {
+      // alpha = sigmoid(e(u)), e = s u base^(-1/4), base = |u| + 1e-10.
+      const A au = std::fabs(u);
+      const A base = au + A(1e-10);
+      const A scale = A(1) / std::sqrt(std::sqrt(base));
+      const A de = s * scale * (A(1) - A(0.25) * au / base);
+      const A sg = u > A(0) ? A(1) : (u < A(0) ? A(-1) : A(0));
+      const A d2e = s * sg * scale / base * (A(-0.5) + A(0.3125) * au / base);
+      const A fp = w.alpha * (A(1) - w.alpha);
+      d2 = fp * (A(1) - A(2) * w.alpha) * de * de + fp * d2e;
+      break;
+    }
+    case Relaxation::kGaussian:
+      d2 = -s * d * w.dalpha;
+      break;
+    case Relaxation::kReciprocal: {
+      const A q = A(2) + std::fabs(d);
+      const A sg = d > A(0) ? A(1) : (d < A(0) ? A(-1) : A(0));
+      d2 = A(-2) * s * s * sg / (q * q * q);
+      break;
+    }
+    case Relaxation::kCauchy: {
+      const A q = A(1) + d * d;
+      d2 = A(-2) * s * s * d / (kPi * q * q);
+      break;
+    }
+    case Relaxation::kOptimal:
+    default:
+      d2 = std::fabs(d) <= A(0.25) ? A(0) : -s * s / (A(8) * d * d * d);
+      break;
+  }
+  if (r == Relaxation::kSoftmax) return w.dalpha;
+  return A(2) * w.dalpha + u * d2;
+}
+
+// Adjoint of the sort-mode BackwardRow, and its derivative w.r.t. the diffs. BackwardRow
+// computes G = M_1 ... M_K g (+ the gdiffs injections), M_k = [[c, 1 - c], [1 - c, c]]
+// symmetric. For a tangent h (in place, becomes M_K ... M_1 h, the JVP of the forward
+// pass), with h_k = M_{k-1} ... M_1 h the tangent at comparator k:
+//   hdiffs[k] = d<h, G>/du_k = (h_k[lo] - h_k[hi]) gsnap[k] c'(u_k),
+//   hgdiffs[k] = d<h, G>/dgdiffs_k = h_k[hi] - h_k[lo]   (if non-null).
+// gsnap comes from BackwardRow on the same g and gdiffs.
+template <typename A>
+TFSORT_HD void BackwardRowAdjoint(Relaxation rel, A s, const int32_t* lo, const int32_t* hi,
+                                  int64_t num, const A* diffs, const A* gsnap, A* h,
+                                  A* hdiffs, A* hgdiffs) {
+  for (int64_t k = 0; k < num; ++k) {
+    const Weights<A> w = Relax(rel, s, diffs[k]);
+    A& hl = h[lo[k]];
+    A& hh = h[hi[k]];
+    const A a = hl, b = hh;
+    hdiffs[k] = (a - b) * gsnap[k] * DcDu(rel, s, diffs[k], w);
+    if (hgdiffs != nullptr) hgdiffs[k] = b - a;
+    hl = w.c * a + (A(1) - w.c) * b;
+    hh = (A(1) - w.c) * a + w.c * b;
   }
 }
 

@@ -12,6 +12,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
+#include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/networks.h"
 
 namespace tfsort {
@@ -33,12 +34,12 @@ using networks::Schedule;
 struct NetAttrs {
   Network network = Network::kBitonic;
   Relaxation relaxation = Relaxation::kCauchy;
-  float steepness = 10.0f;
   bool descending = false;
   bool ranks = false;
 };
 
-// Reads the attrs the op has; rejects bad values by name.
+// Reads the attrs the op has; rejects bad values by name. steepness is a float64 scalar
+// input (the last one of every op), read per call with ReadSteepness.
 void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
   std::string s;
   if (has_network) {
@@ -53,22 +54,23 @@ void ReadAttrs(OpKernelConstruction* ctx, bool has_network, NetAttrs* a) {
   OP_REQUIRES_OK(ctx, ctx->GetAttr("relaxation", &s));
   OP_REQUIRES(ctx, networks::ParseRelaxation(s.c_str(), &a->relaxation),
               InvalidArgument("unknown relaxation '", s, "'"));
-  OP_REQUIRES_OK(ctx, ctx->GetAttr("steepness", &a->steepness));
-  OP_REQUIRES(ctx, a->steepness > 0.0f && std::isfinite(a->steepness),
-              InvalidArgument("steepness must be positive and finite, got ", a->steepness));
 }
 
-// [rows, n] view of a rank >= 1 tensor.
-::tensorflow::Status RowShape(const Tensor& t, const char* name, int64_t* rows, int* n) {
-  if (t.dims() < 1) {
-    return InvalidArgument(name, " must have rank >= 1, got shape ", t.shape().DebugString());
+// [rows, n] view of a rank >= 1 tensor; networks allow at most 2^28 elements per row.
+::tensorflow::Status NetRowShape(const Tensor& t, const char* name, RowShape* rs) {
+  TF_RETURN_IF_ERROR(GetRowShape(t, name, rs));
+  if (rs->n > (1 << 28)) {
+    return InvalidArgument(name, ": the sorted axis has ", rs->n, " elements; at most 2^28");
   }
-  const int64_t len = t.dim_size(t.dims() - 1);
-  if (len > (1 << 28)) {
-    return InvalidArgument(name, ": the sorted axis has ", len, " elements; at most 2^28");
-  }
-  *n = static_cast<int>(len);
-  *rows = len == 0 ? 0 : t.NumElements() / len;
+  return ::tensorflow::Status();
+}
+
+// The steepness input (float64 scalar, positive and finite) in the compute type A.
+template <typename A>
+::tensorflow::Status ReadSteepness(OpKernelContext* ctx, A* s) {
+  double v = 1.0;
+  TF_RETURN_IF_ERROR(GetPositiveScalar(ctx->input(ctx->num_inputs() - 1), "steepness", &v));
+  *s = static_cast<A>(v);
   return ::tensorflow::Status();
 }
 
@@ -76,12 +78,6 @@ TensorShape WithLast(const TensorShape& s, int64_t last) {
   TensorShape out = s;
   out.set_dim(out.dims() - 1, last);
   return out;
-}
-
-template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
 }
 
 // Caches the schedule of the last n seen (building it is O(#comparators)).
@@ -116,9 +112,10 @@ class SortingNetworkOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x_t = ctx->input(0);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(x_t, "values", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     auto sched = cache_.Get(attrs_.network, n);
     const int64_t num = sched->size();
     const NetAttrs at = attrs_;
@@ -132,7 +129,8 @@ class SortingNetworkOp : public OpKernel {
     A* saved = saved_t->flat<A>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     ForRows(ctx, rows, 40 * per_row + 10 * n + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(n), rbuf(at.ranks ? n : 0);
       for (int64_t r = begin; r < end; ++r) {
@@ -160,7 +158,12 @@ class SortingNetworkOp : public OpKernel {
   ScheduleCache cache_;
 };
 
-template <typename T, typename A>
+// SortingNetworkGrad (kAdjoint false): the VJP, plus grad_saved (a cotangent of saved, or
+// [0]; sort mode only) injected as in BackwardRow. SortingNetworkGradAdjoint (kAdjoint
+// true, input 0 = tangent, sort mode only): the gradients of
+// <tangent, SortingNetworkGrad(grad, saved, grad_saved)> w.r.t. grad (the JVP of the forward
+// op, by the adjoint walk), saved and grad_saved.
+template <typename T, typename A, bool kAdjoint>
 class SortingNetworkGradOp : public OpKernel {
  public:
   explicit SortingNetworkGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -168,11 +171,15 @@ class SortingNetworkGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& g_t = ctx->input(0);
-    const Tensor& saved_t = ctx->input(1);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad", &rows, &n));
+    const int o = kAdjoint ? 1 : 0;
+    const Tensor& g_t = ctx->input(o);
+    const Tensor& saved_t = ctx->input(o + 1);
+    const Tensor& gs_t = ctx->input(o + 2);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(g_t, "grad", &rs));
+    if (kAdjoint) OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", ctx->input(0), "tangent"));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     auto sched = cache_.Get(attrs_.network, n);
     const int64_t num = sched->size();
     const NetAttrs at = attrs_;
@@ -181,40 +188,65 @@ class SortingNetworkGradOp : public OpKernel {
     OP_REQUIRES(ctx, saved_t.shape() == sshape,
                 InvalidArgument("saved must have shape ", sshape.DebugString(), ", got ",
                                 saved_t.shape().DebugString()));
-    Tensor* out_t;
+    // grad_saved: a cotangent of saved (second-order gradients), or [0] for zero.
+    const bool gs_zero = gs_t.dims() == 1 && gs_t.dim_size(0) == 0;
+    OP_REQUIRES(ctx, gs_zero || gs_t.shape() == sshape,
+                InvalidArgument("grad_saved must have shape [0] or ", sshape.DebugString(),
+                                ", got ", gs_t.shape().DebugString()));
+    OP_REQUIRES(ctx, gs_zero || !at.ranks,
+                InvalidArgument("grad_saved must be [0] with compute_ranks"));
+    Tensor *out_t, *ds_t = nullptr, *dgs_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (kAdjoint) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, sshape, &ds_t));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, sshape, &dgs_t));
+    }
     if (rows == 0) return;
     const T* g = g_t.flat<T>().data();
+    const T* tg = kAdjoint ? ctx->input(0).flat<T>().data() : nullptr;
     const A* saved = saved_t.flat<A>().data();
+    const A* gsaved = gs_zero || gs_t.NumElements() == 0 ? nullptr : gs_t.flat<A>().data();
     T* out = out_t->flat<T>().data();
+    A* ds = ds_t ? ds_t->flat<A>().data() : nullptr;
+    A* dgs = dgs_t ? dgs_t->flat<A>().data() : nullptr;
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
-    ForRows(ctx, rows, 40 * num * (at.ranks ? 3 : 1) + 10 * n + 50,
-            [&](int64_t begin, int64_t end) {
-              std::vector<A> gb(n), hb(at.ranks ? n : 0), lalpha(at.ranks ? num : 0);
-              for (int64_t r = begin; r < end; ++r) {
-                const T* gr = g + r * n;
-                const A* diffs = saved + r * per_row;
-                if (at.ranks) {
-                  // The ranks' cotangent enters through the mixing weights only.
-                  for (int i = 0; i < n; ++i) {
-                    gb[i] = A(0);
-                    hb[i] = static_cast<A>(gr[i]);
-                  }
-                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
-                                           hb.data(), diffs + num, lalpha.data());
-                } else {
-                  for (int i = 0; i < n; ++i) {
-                    gb[i] = static_cast<A>(gr[at.descending ? n - 1 - i : i]);
-                  }
-                  networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(),
-                                           nullptr, nullptr, nullptr);
-                }
-                T* o = out + r * n;
-                for (int i = 0; i < n; ++i) o[i] = static_cast<T>(gb[i]);
-              }
-            });
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
+    const int64_t cost = (kAdjoint ? 100 : 40) * num * (at.ranks ? 3 : 1) + 10 * n + 50;
+    ForRows(ctx, rows, cost, [&](int64_t begin, int64_t end) {
+      std::vector<A> gb(n), hb(at.ranks || kAdjoint ? n : 0), lalpha(at.ranks ? num : 0);
+      std::vector<A> snap(kAdjoint ? num : 0);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* gr = g + r * n;
+        const A* diffs = saved + r * per_row;
+        T* orow = out + r * n;
+        if (at.ranks) {
+          // The ranks' cotangent enters through the mixing weights only.
+          for (int i = 0; i < n; ++i) {
+            gb[i] = A(0);
+            hb[i] = static_cast<A>(gr[i]);
+          }
+          networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(), hb.data(),
+                                   diffs + num, lalpha.data());
+          for (int i = 0; i < n; ++i) orow[i] = static_cast<T>(gb[i]);
+          continue;
+        }
+        for (int i = 0; i < n; ++i) gb[i] = static_cast<A>(gr[at.descending ? n - 1 - i : i]);
+        networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs, gb.data(), nullptr,
+                                 nullptr, nullptr, gsaved ? gsaved + r * num : nullptr,
+                                 kAdjoint ? snap.data() : nullptr);
+        if (!kAdjoint) {
+          for (int i = 0; i < n; ++i) orow[i] = static_cast<T>(gb[i]);
+          continue;
+        }
+        // The tangent enters in input order; the JVP leaves in output (sorted) order.
+        for (int i = 0; i < n; ++i) hb[i] = static_cast<A>(tg[r * n + i]);
+        networks::BackwardRowAdjoint<A>(at.relaxation, s, lo, hi, num, diffs, snap.data(),
+                                        hb.data(), ds + r * num, dgs + r * num);
+        for (int i = 0; i < n; ++i) orow[at.descending ? n - 1 - i : i] = static_cast<T>(hb[i]);
+      }
+    });
   }
 
  private:
@@ -234,9 +266,10 @@ class SortingNetworkPermOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x_t = ctx->input(0);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(x_t, "values", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     OP_REQUIRES(ctx, n <= 46340,
                 InvalidArgument("the permutation matrix needs n <= 46340, got n = ", n));
     auto sched = cache_.Get(attrs_.network, n);
@@ -255,7 +288,8 @@ class SortingNetworkPermOp : public OpKernel {
     A* diffs = diff_t->flat<A>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     const int64_t nn = int64_t{n} * n;
     ForRows(ctx, rows, 40 * num + 4 * num * n + 2 * nn + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(n), pb(nn);
@@ -326,7 +360,8 @@ class SortingNetworkPermGradOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     const int32_t* lo = sched->lo.data();
     const int32_t* hi = sched->hi.data();
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     const int64_t nn = int64_t{n} * n;
     ForRows(ctx, rows, 40 * num + 12 * num * n + 4 * nn + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> gb(n), gpb(nn), scratch(networks::PermScratchSize(num, n));
@@ -388,9 +423,10 @@ class CompareSwapOp : public OpKernel {
     const Tensor& x_t = ctx->input(0);
     const Tensor& l_t = ctx->input(1);
     const Tensor& r_t = ctx->input(2);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(x_t, "values", &rows, &n));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(x_t, "values", &rs));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     OP_REQUIRES_OK(ctx, CheckLayer(l_t, r_t, n));
     const int64_t num = l_t.NumElements();
     Tensor *out_t, *diff_t;
@@ -403,7 +439,8 @@ class CompareSwapOp : public OpKernel {
     const int32_t* lo = l_t.flat<int32_t>().data();
     const int32_t* hi = r_t.flat<int32_t>().data();
     const NetAttrs at = attrs_;
-    const A s = static_cast<A>(at.steepness);
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     ForRows(ctx, rows, 40 * num + 5 * n + 20, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(n);
       for (int64_t r = begin; r < end; ++r) {
@@ -419,7 +456,11 @@ class CompareSwapOp : public OpKernel {
   NetAttrs attrs_;
 };
 
-template <typename T, typename A>
+// CompareSwapGrad (kAdjoint false): the VJP of CompareSwap, plus grad_diffs (a cotangent
+// of diffs, or [0]) injected as in BackwardRow. CompareSwapGradAdjoint (kAdjoint true,
+// input 0 = tangent): the gradients of <tangent, CompareSwapGrad(...)> w.r.t. grad (the
+// JVP), diffs and grad_diffs, as SortingNetworkGradAdjoint.
+template <typename T, typename A, bool kAdjoint>
 class CompareSwapGradOp : public OpKernel {
  public:
   explicit CompareSwapGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -427,38 +468,65 @@ class CompareSwapGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& g_t = ctx->input(0);
-    const Tensor& d_t = ctx->input(1);
-    const Tensor& l_t = ctx->input(2);
-    const Tensor& r_t = ctx->input(3);
-    int64_t rows;
-    int n;
-    OP_REQUIRES_OK(ctx, RowShape(g_t, "grad", &rows, &n));
+    const int o = kAdjoint ? 1 : 0;
+    const Tensor& g_t = ctx->input(o);
+    const Tensor& d_t = ctx->input(o + 1);
+    const Tensor& l_t = ctx->input(o + 2);
+    const Tensor& r_t = ctx->input(o + 3);
+    const Tensor& gd_t = ctx->input(o + 4);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, NetRowShape(g_t, "grad", &rs));
+    if (kAdjoint) OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", ctx->input(0), "tangent"));
+    const int64_t rows = rs.rows;
+    const int n = rs.n;
     OP_REQUIRES_OK(ctx, CheckLayer(l_t, r_t, n));
     const int64_t num = l_t.NumElements();
     const TensorShape dshape = WithLast(g_t.shape(), num);
     OP_REQUIRES(ctx, d_t.shape() == dshape,
                 InvalidArgument("diffs must have shape ", dshape.DebugString(), ", got ",
                                 d_t.shape().DebugString()));
-    Tensor* out_t;
+    const bool gd_zero = gd_t.dims() == 1 && gd_t.dim_size(0) == 0;
+    OP_REQUIRES(ctx, gd_zero || gd_t.shape() == dshape,
+                InvalidArgument("grad_diffs must have shape [0] or ", dshape.DebugString(),
+                                ", got ", gd_t.shape().DebugString()));
+    Tensor *out_t, *dd_t = nullptr, *dgd_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (kAdjoint) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, dshape, &dd_t));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, dshape, &dgd_t));
+    }
     if (rows == 0) return;
     const T* g = g_t.flat<T>().data();
+    const T* tg = kAdjoint ? ctx->input(0).flat<T>().data() : nullptr;
     const A* diffs = d_t.flat<A>().data();
+    const A* gd = gd_zero || gd_t.NumElements() == 0 ? nullptr : gd_t.flat<A>().data();
     T* out = out_t->flat<T>().data();
+    A* dd = dd_t ? dd_t->flat<A>().data() : nullptr;
+    A* dgd = dgd_t ? dgd_t->flat<A>().data() : nullptr;
     const int32_t* lo = l_t.flat<int32_t>().data();
     const int32_t* hi = r_t.flat<int32_t>().data();
     const NetAttrs at = attrs_;
-    const A s = static_cast<A>(at.steepness);
-    ForRows(ctx, rows, 40 * num + 5 * n + 20, [&](int64_t begin, int64_t end) {
-      std::vector<A> buf(n);
-      for (int64_t r = begin; r < end; ++r) {
-        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[r * n + i]);
-        networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs + r * num, buf.data(),
-                                 nullptr, nullptr, nullptr);
-        for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(buf[i]);
-      }
-    });
+    A s;
+    OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
+    ForRows(ctx, rows, (kAdjoint ? 100 : 40) * num + 5 * n + 20,
+            [&](int64_t begin, int64_t end) {
+              std::vector<A> buf(n), hb(kAdjoint ? n : 0), snap(kAdjoint ? num : 0);
+              for (int64_t r = begin; r < end; ++r) {
+                for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[r * n + i]);
+                networks::BackwardRow<A>(at.relaxation, s, lo, hi, num, diffs + r * num,
+                                         buf.data(), nullptr, nullptr, nullptr,
+                                         gd ? gd + r * num : nullptr,
+                                         kAdjoint ? snap.data() : nullptr);
+                if (kAdjoint) {
+                  for (int i = 0; i < n; ++i) hb[i] = static_cast<A>(tg[r * n + i]);
+                  networks::BackwardRowAdjoint<A>(at.relaxation, s, lo, hi, num,
+                                                  diffs + r * num, snap.data(), hb.data(),
+                                                  dd + r * num, dgd + r * num);
+                }
+                const A* src = kAdjoint ? hb.data() : buf.data();
+                for (int i = 0; i < n; ++i) out[r * n + i] = static_cast<T>(src[i]);
+              }
+            });
   }
 
  private:
@@ -477,7 +545,12 @@ class CompareSwapGradOp : public OpKernel {
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
                               .TypeConstraint<A>("Tacc"),                                \
-                          SortingNetworkGradOp<T, A>);                                   \
+                          SortingNetworkGradOp<T, A, false>);                            \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkGradAdjoint")                       \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          SortingNetworkGradOp<T, A, true>);                             \
   REGISTER_KERNEL_BUILDER(Name("TFSort>SortingNetworkPermutation")                       \
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
@@ -496,7 +569,12 @@ class CompareSwapGradOp : public OpKernel {
                               .Device(DEVICE_CPU)                                        \
                               .TypeConstraint<T>("T")                                    \
                               .TypeConstraint<A>("Tacc"),                                \
-                          CompareSwapGradOp<T, A>);
+                          CompareSwapGradOp<T, A, false>);                               \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>CompareSwapGradAdjoint")                          \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<A>("Tacc"),                                \
+                          CompareSwapGradOp<T, A, true>);
 
 TFSORT_REGISTER_NETWORKS(Eigen::half, float)
 TFSORT_REGISTER_NETWORKS(Eigen::bfloat16, float)

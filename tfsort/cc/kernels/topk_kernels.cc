@@ -12,8 +12,8 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/lib/core/threadpool.h"
 #include "tfsort/cc/kernels/isotonic.h"
+#include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/sort_util.h"
 #include "tfsort/cc/kernels/topk.h"
 
@@ -27,51 +27,6 @@ using ::tensorflow::Tensor;
 using ::tensorflow::errors::InvalidArgument;
 
 namespace {
-
-// Element compute type: float for half, bfloat16 and float; double for double.
-template <typename T>
-struct Compute {
-  using type = float;
-};
-template <>
-struct Compute<double> {
-  using type = double;
-};
-
-// Sparse top-k accumulates PAV block sums in double except for half / bfloat16 (float),
-// as the isotonic kernels do.
-template <typename T>
-struct PavAcc {
-  using type = double;
-};
-template <>
-struct PavAcc<Eigen::half> {
-  using type = float;
-};
-template <>
-struct PavAcc<Eigen::bfloat16> {
-  using type = float;
-};
-
-template <typename Fn>
-void ForRows(OpKernelContext* ctx, int64_t rows, int64_t cost_per_row, Fn fn) {
-  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  pool->ParallelFor(rows, cost_per_row, [&fn](int64_t begin, int64_t end) { fn(begin, end); });
-}
-
-float ReadStrength(OpKernelConstruction* ctx) {
-  float eps = 1.0f;
-  const ::tensorflow::Status s = ctx->GetAttr("regularization_strength", &eps);
-  if (!s.ok()) {
-    ctx->CtxFailure(s);
-    return eps;
-  }
-  if (!(eps > 0.0f) || !std::isfinite(eps)) {
-    ctx->CtxFailure(InvalidArgument(
-        "regularization_strength must be positive and finite, got ", eps));
-  }
-  return eps;
-}
 
 // Validates values (rank >= 1) and k (one value, or one per row: 0 < k < n, integer when
 // `integer_k`). On success sets rows, n and k_stride (0 for a shared k, 1 per row).
@@ -113,44 +68,29 @@ float ReadStrength(OpKernelConstruction* ctx) {
   return ::tensorflow::Status();
 }
 
-template <typename T>
-inline bool RowFinite(const T* x, int n) {
-  for (int i = 0; i < n; ++i) {
-    if (!std::isfinite(static_cast<double>(static_cast<float>(x[i])))) return false;
-  }
-  return true;
-}
-template <>
-inline bool RowFinite<double>(const double* x, int n) {
-  for (int i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return false;
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------
 // SigmoidTopK
 
 template <typename T>
 class SigmoidTopKOp : public OpKernel {
  public:
-  explicit SigmoidTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    eps_ = ReadStrength(ctx);
-  }
+  explicit SigmoidTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    using C = typename Compute<T>::type;
+    using C = typename FloatType<T>::type;
     const Tensor& x_t = ctx->input(0);
     const Tensor& k_t = ctx->input(1);
     int64_t rows;
     int n, k_stride;
     OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, false, &rows, &n, &k_stride));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
     if (rows == 0 || n == 0) return;
     const T* x = x_t.flat<T>().data();
     const double* k = k_t.flat<double>().data();
     T* out = out_t->flat<T>().data();
-    const double eps = eps_;
     ForRows(ctx, rows, 250 * static_cast<int64_t>(n) + 200, [&](int64_t begin, int64_t end) {
       std::vector<C> xb(n), p(n), v(n), c(n);
       for (int64_t r = begin; r < end; ++r) {
@@ -175,37 +115,31 @@ class SigmoidTopKOp : public OpKernel {
       }
     });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 template <typename T>
 class SigmoidTopKGradOp : public OpKernel {
  public:
-  explicit SigmoidTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    eps_ = ReadStrength(ctx);
-  }
+  explicit SigmoidTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    using C = typename Compute<T>::type;
+    using C = typename FloatType<T>::type;
     const Tensor& g_t = ctx->input(0);
     const Tensor& p_t = ctx->input(1);
-    OP_REQUIRES(ctx, g_t.dims() >= 1,
-                InvalidArgument("grad must have rank >= 1, got ", g_t.shape().DebugString()));
-    OP_REQUIRES(ctx, g_t.shape() == p_t.shape(),
-                InvalidArgument("mask must have the shape of grad ", g_t.shape().DebugString(),
-                                ", got ", p_t.shape().DebugString()));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", p_t, "mask"));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    const int64_t len = g_t.dim_size(g_t.dims() - 1);
-    if (len == 0 || g_t.NumElements() == 0) return;
-    const int n = static_cast<int>(len);
-    const int64_t rows = g_t.NumElements() / n;
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const int64_t rows = rs.rows;
     const T* g = g_t.flat<T>().data();
     const T* p = p_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
-    const double inv_eps = 1.0 / static_cast<double>(eps_);
+    const double inv_eps = 1.0 / eps;
     ForRows(ctx, rows, 12 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
       std::vector<C> gb, pb;
       if (!std::is_same<T, C>::value) {
@@ -230,9 +164,6 @@ class SigmoidTopKGradOp : public OpKernel {
       }
     });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -241,16 +172,18 @@ class SigmoidTopKGradOp : public OpKernel {
 template <typename T>
 class SparseTopKOp : public OpKernel {
  public:
-  explicit SparseTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) { eps_ = ReadStrength(ctx); }
+  explicit SparseTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    using A = typename PavAcc<T>::type;
-    using K = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+    using A = typename Acc<T>::type;
+    using K = typename FloatType<T>::type;
     const Tensor& x_t = ctx->input(0);
     const Tensor& k_t = ctx->input(1);
     int64_t rows;
     int n, k_stride;
     OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, true, &rows, &n, &k_stride));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     Tensor* sup_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
@@ -260,7 +193,7 @@ class SparseTopKOp : public OpKernel {
     const double* k = k_t.flat<double>().data();
     T* out = out_t->flat<T>().data();
     int32_t* sup = sup_t->flat<int32_t>().data();
-    const A inv_eps = A(1) / static_cast<A>(eps_);
+    const A inv_eps = A(1) / static_cast<A>(eps);
     int lg = 1;
     while ((1 << lg) < n && lg < 31) ++lg;
     ForRows(ctx, rows, static_cast<int64_t>(n) * (10 * lg + 40) + 100,
@@ -293,37 +226,31 @@ class SparseTopKOp : public OpKernel {
               }
             });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 template <typename T>
 class SparseTopKGradOp : public OpKernel {
  public:
-  explicit SparseTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    eps_ = ReadStrength(ctx);
-  }
+  explicit SparseTopKGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    using A = typename PavAcc<T>::type;
+    using A = typename Acc<T>::type;
     const Tensor& g_t = ctx->input(0);
     const Tensor& s_t = ctx->input(1);
-    OP_REQUIRES(ctx, g_t.dims() >= 1,
-                InvalidArgument("grad must have rank >= 1, got ", g_t.shape().DebugString()));
-    OP_REQUIRES(ctx, g_t.shape() == s_t.shape(),
-                InvalidArgument("support must have the shape of grad ",
-                                g_t.shape().DebugString(), ", got ", s_t.shape().DebugString()));
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", s_t, "support"));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    const int64_t len = g_t.dim_size(g_t.dims() - 1);
-    if (len == 0 || g_t.NumElements() == 0) return;
-    const int n = static_cast<int>(len);
-    const int64_t rows = g_t.NumElements() / n;
+    if (rs.rows == 0) return;
+    const int n = rs.n;
+    const int64_t rows = rs.rows;
     const T* g = g_t.flat<T>().data();
     const int32_t* sup = s_t.flat<int32_t>().data();
     T* out = out_t->flat<T>().data();
-    const A inv_eps = A(1) / static_cast<A>(eps_);
+    const A inv_eps = A(1) / static_cast<A>(eps);
     ForRows(ctx, rows, 6 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
       std::vector<A> gb(n);
       for (int64_t r = begin; r < end; ++r) {
@@ -339,9 +266,6 @@ class SparseTopKGradOp : public OpKernel {
       }
     });
   }
-
- private:
-  float eps_ = 1.0f;
 };
 
 }  // namespace

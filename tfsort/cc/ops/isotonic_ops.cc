@@ -4,6 +4,7 @@
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tfsort/cc/ops/shape_util.h"
 
 namespace tfsort {
 
@@ -13,24 +14,12 @@ using ::tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-// Output i (for each i in outputs) has the shape of input 0, which must have rank >= 1.
-// Other inputs listed in `same` must be compatible with input 0.
-Status SameShapeAsFirst(InferenceContext* c, std::initializer_list<int> same,
-                        int num_outputs) {
-  ShapeHandle x;
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
-  for (int i : same) TF_RETURN_IF_ERROR(c->Merge(x, c->input(i), &x));
-  for (int o = 0; o < num_outputs; ++o) c->set_output(o, x);
-  return Status();
-}
-
 // As SameShapeAsFirst, and input `strength` (regularization_strength) must be a scalar.
 // Every aux tensor (inputs after `strength`, or outputs after the first) has the shape of
 // the values too.
 Status SoftShape(InferenceContext* c, int strength, std::initializer_list<int> same,
                  int num_outputs) {
-  ShapeHandle unused;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(strength), 0, &unused));
+  TF_RETURN_IF_ERROR(ScalarInput(c, strength));
   TF_RETURN_IF_ERROR(SameShapeAsFirst(c, same, num_outputs));
   ShapeHandle x = c->output(0);
   for (int i = strength + 1; i < c->num_inputs(); ++i) {

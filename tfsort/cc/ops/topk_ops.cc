@@ -2,9 +2,12 @@
 // (capped-simplex projection) mask, each with its gradient op. Every op works on the last
 // axis; all leading dimensions are batch. k is a float64 tensor of shape [] (every row) or
 // [rows] (one value per row, rows = product of the leading dimensions).
+// regularization_strength (eps) is a float64 scalar input, not a float attr, so float64
+// values see it unrounded (as in the fused isotonic ops).
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tfsort/cc/ops/shape_util.h"
 
 namespace tfsort {
 
@@ -14,19 +17,16 @@ using ::tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
-// Outputs 0..num_outputs-1 have the shape of input 0 (rank >= 1); inputs in `same` must be
-// compatible with it; input `k_input` (if >= 0) must have rank <= 1.
+// SameShapeAsFirst, input 2 (regularization_strength) must be a scalar and input
+// `k_input` (if >= 0) must have rank <= 1.
 Status TopKShape(InferenceContext* c, std::initializer_list<int> same, int k_input,
                  int num_outputs) {
-  ShapeHandle x;
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
-  for (int i : same) TF_RETURN_IF_ERROR(c->Merge(x, c->input(i), &x));
+  TF_RETURN_IF_ERROR(ScalarInput(c, 2));
   if (k_input >= 0) {
     ShapeHandle k;
     TF_RETURN_IF_ERROR(c->WithRankAtMost(c->input(k_input), 1, &k));
   }
-  for (int o = 0; o < num_outputs; ++o) c->set_output(o, x);
-  return Status();
+  return SameShapeAsFirst(c, same, num_outputs);
 }
 
 }  // namespace
@@ -34,9 +34,9 @@ Status TopKShape(InferenceContext* c, std::initializer_list<int> same, int k_inp
 REGISTER_OP("TFSort>SigmoidTopK")
     .Input("values: T")
     .Input("k: double")
+    .Input("regularization_strength: double")
     .Output("mask: T")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {}, 1, 1); })
     .Doc(R"doc(
 Soft top-k mask along the last axis: mask = sigmoid((values + t) / eps) with the per-row
@@ -48,9 +48,9 @@ Half and bfloat16 compute in float32.
 REGISTER_OP("TFSort>SigmoidTopKGrad")
     .Input("grad: T")
     .Input("mask: T")
+    .Input("regularization_strength: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {1}, -1, 1); })
     .Doc(R"doc(
 VJP of SigmoidTopK: with v = mask (1 - mask) / eps,
@@ -61,10 +61,10 @@ The Jacobian is symmetric, so this op is also the JVP.
 REGISTER_OP("TFSort>SparseTopK")
     .Input("values: T")
     .Input("k: double")
+    .Input("regularization_strength: double")
     .Output("mask: T")
     .Output("support: int32")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {}, 1, 2); })
     .Doc(R"doc(
 Sparse top-k mask along the last axis: the Euclidean projection of values / eps onto
@@ -77,9 +77,9 @@ k must be an integer with 0 < k < n. support is 1 on the entries whose mask is f
 REGISTER_OP("TFSort>SparseTopKGrad")
     .Input("grad: T")
     .Input("support: int32")
+    .Input("regularization_strength: double")
     .Output("grad_values: T")
     .Attr("T: {half, bfloat16, float, double}")
-    .Attr("regularization_strength: float = 1.0")
     .SetShapeFn([](InferenceContext* c) { return TopKShape(c, {1}, -1, 1); })
     .Doc(R"doc(
 VJP of SparseTopK: on the support F, (grad_i - mean_F(grad)) / eps; 0 elsewhere.
