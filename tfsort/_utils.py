@@ -52,6 +52,11 @@ def check_strength(value, name="regularization_strength"):
     return value
 
 
+def compute_dtype(dtype):
+    """The precision the kernels compute in: float32 for float16/bfloat16, else dtype."""
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 # Eager float64 scalar tensors per Python float (regularization_strength, steepness): the
 # ops take these as float64 inputs, and building a constant per eager call would cost more
 # than the small ops themselves. Bounded; cleared when full.

@@ -16,8 +16,8 @@ from tfsort._ops import ops as _raw
 __all__ = ["isotonic_regression", "soft_rank", "soft_sort", "spearmanr"]
 
 
-# Validated (regularization, eps, descending, eager eps tensor) per distinct argument
-# tuple: validation runs once, not on every eager call (small shapes are overhead-bound).
+# Validated (regularization, eps, descending) per distinct argument tuple: validation runs
+# once, not on every eager call (small shapes are overhead-bound).
 _SOFT_CONFIG = {}
 
 
@@ -29,14 +29,12 @@ def _soft_config(regularization, regularization_strength, direction):
         pass
     except TypeError:  # unhashable argument: validate (it will most likely be rejected)
         key = None
-    eps = _utils.check_strength(regularization_strength)
     cfg = (
         _utils.check_regularization(regularization),
-        eps,
+        _utils.check_strength(regularization_strength),
         _utils.check_descending(direction),
-        _utils.float64_scalar(eps) if tf.executing_eagerly() else None,
     )
-    if key is not None and cfg[3] is not None:
+    if key is not None:
         if len(_SOFT_CONFIG) >= 1024:
             _SOFT_CONFIG.clear()
         _SOFT_CONFIG[key] = cfg
@@ -52,7 +50,7 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         return getattr(_xla, name)(
             values, regularization, regularization_strength, direction, axis
         )
-    reg, eps, desc, eps_tensor = _soft_config(regularization, regularization_strength, direction)
+    reg, eps, desc = _soft_config(regularization, regularization_strength, direction)
     values = _utils.convert_values(values)
     shape = values.shape
     if type(axis) is int and axis == -1 and shape.rank is not None:
@@ -64,9 +62,8 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         size = shape.num_elements()
         if size is not None and size <= _RECOMPUTE_MAX_ELEMENTS:
             num_aux = 0
-    if eps_tensor is None:
-        eps_tensor = _utils.float64_scalar(eps)
-    out = op(x, eps_tensor, num_aux=num_aux, regularization=reg, descending=desc)[0]
+    out = op(x, _utils.float64_scalar(eps), num_aux=num_aux, regularization=reg,
+             descending=desc)[0]
     return _utils.restore_axis(out, perm)
 
 
@@ -236,7 +233,7 @@ def _pearson(a, b, axis):
     happens to sit at the mean (the median of an odd row) still gets its gradient.
     """
     dtype = a.dtype
-    compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    compute = _utils.compute_dtype(dtype)
     ulp = 8.0 * float(tf.experimental.numpy.finfo(compute.as_numpy_dtype).eps)
 
     def centre(v):
@@ -411,7 +408,7 @@ class _Rows:
         """C_B p_k (a_k - E_p a) with p = softmax(x_B), C_B = sum_B c: the derivative of
         sum_B C_B E_p(a) with respect to x."""
         dtype = x.dtype
-        compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+        compute = _utils.compute_dtype(dtype)
         x, a, c = (tf.cast(t, compute) for t in (x, a, c))
         p = self.softmax(x)
         out = self.block_sum(c) * p * (a - self.block_sum(p * a))
@@ -421,7 +418,7 @@ class _Rows:
 def _sorted_view(values, perm, attrs, rank, eps=None):
     """Returns (s, c, compute dtype): s = c * values[perm] in compute precision."""
     dtype = values.dtype
-    compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    compute = _utils.compute_dtype(dtype)
     desc = attrs["descending"]
     if rank:
         c = (-1.0 if desc else 1.0) / tf.cast(eps, compute)

@@ -209,10 +209,6 @@ def _check_args(network, relaxation, steepness, direction):
     return network, relaxation, steepness, desc
 
 
-def _acc_dtype(dtype):
-    return tf.float64 if dtype == tf.float64 else tf.float32
-
-
 # ---------------------------------------------------------------------------------------
 # Composite path (plain TF ops): used under XLA and for permutation matrices.
 
@@ -312,7 +308,7 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
         out, p, _ = _raw.tf_sort_sorting_network_permutation(
             x,
             _utils.float64_scalar(s),
-            Tacc=_acc_dtype(dtype),
+            Tacc=_utils.compute_dtype(dtype),
             network=network,
             relaxation=relaxation,
             descending=desc,
@@ -321,7 +317,7 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
     res = _raw.tf_sort_sorting_network(
         x,
         _utils.float64_scalar(s),
-        Tacc=_acc_dtype(dtype),
+        Tacc=_utils.compute_dtype(dtype),
         network=network,
         relaxation=relaxation,
         descending=desc,
@@ -482,7 +478,7 @@ def compare_swap(values, left, right, relaxation="cauchy", steepness=10.0, axis=
     if _utils.in_xla_context():
         return _utils.restore_axis(_compare_swap_composite(x, left, right, relaxation, s), perm)
     out = _raw.tf_sort_compare_swap(
-        x, left, right, _utils.float64_scalar(s), Tacc=_acc_dtype(x.dtype), relaxation=relaxation
+        x, left, right, _utils.float64_scalar(s), Tacc=_utils.compute_dtype(x.dtype), relaxation=relaxation
     )[0]
     return _utils.restore_axis(out, perm)
 

@@ -195,9 +195,6 @@ def _k_column(k_t, x):
     return tf.reshape(k_t, tf.concat([tf.shape(x)[:-1], [1]], 0))
 
 
-def _compute_dtype(dtype):
-    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
-
 
 # The composite paths compute in float64 whatever the input dtype: the kernels form
 # (x + t) / eps and x / eps in double, and with small eps float32 would lose digits there.
@@ -316,7 +313,7 @@ def _sigmoid_topk_grad_grad(op, hess):
     g, p, eps = op.inputs
     d_g = _raw.tf_sort_sigmoid_top_k_grad(hess, p, eps)
     dtype = p.dtype
-    compute = _compute_dtype(dtype)
+    compute = _utils.compute_dtype(dtype)
     g, p, h = (tf.cast(t, compute) for t in (g, p, hess))
     v = p * (1 - p)
     sv = tf.reduce_sum(v, axis=-1, keepdims=True)
