@@ -237,6 +237,20 @@ def test_l2_closed_form_at_large_eps(mode, direction):
     _assert_close(srt, x.mean(-1, keepdims=True) + sign * pos / eps, 1e-12)
 
 
+@pytest.mark.parametrize("eps", [0.25, 1.0, 8.0, 3.0, 0.1])
+@pytest.mark.parametrize("reg", REGS)
+def test_soft_rank_scales_by_eps_exactly(mode, reg, eps):
+    """soft_rank(x, eps) is bit-identical to soft_rank(x / eps, 1) for every eps: the kernel
+    divides by eps exactly (it multiplies by 1 / eps only when eps is a power of two, where
+    that is exact), so eps never costs the last bit."""
+    x = _rng(11).normal(size=(4, 37)) * 3.0
+    got = mode(lambda a: tfsort.soft_rank(a, reg, regularization_strength=eps))(tf.constant(x))
+    want = mode(lambda a: tfsort.soft_rank(a, reg, regularization_strength=1.0))(
+        tf.constant(x / eps)
+    )
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 @pytest.mark.parametrize("direction", DIRS)
 @pytest.mark.parametrize("reg", REGS)
 def test_hard_limit_at_small_eps(mode, reg, direction):

@@ -277,10 +277,24 @@ struct SoftAttrs2 {
   int num_aux = 1;  // 0 or 1: whether the forward op emits the packed aux tensor
 };
 
+// v / eps for every element of a row, bit for bit. Multiplying by 1 / eps gives the same
+// correctly rounded result when eps is a power of two (1 / eps is then exact), and is
+// several times cheaper than a division (eps = 1, the default, is the common case).
+template <typename A>
+struct Divisor {
+  explicit Divisor(A eps) : eps(eps), inv(A(1) / eps) {
+    int e;
+    pow2 = std::frexp(eps, &e) == A(0.5);
+  }
+  A operator()(A v) const { return pow2 ? v * inv : v / eps; }
+  A eps, inv;
+  bool pow2;
+};
+
 // Sort + PAV for one row. Fills perm and seg (sorted order) and, when out is non-null,
 // the soft ranks / sorted values. Returns false for a row with NaN or +-inf.
 template <typename T, bool kRank>
-bool SoftRow(const T* xr, int n, const SoftAttrs& at, typename Acc<T>::type eps,
+bool SoftRow(const T* xr, int n, const SoftAttrs& at, const Divisor<typename Acc<T>::type>& div,
              T* out, int32_t* pr, int32_t* sr, RowBuffers<typename Acc<T>::type>* buf) {
   using A = typename Acc<T>::type;
   using K = typename FloatType<T>::type;  // radix-sortable keys
@@ -292,9 +306,9 @@ bool SoftRow(const T* xr, int n, const SoftAttrs& at, typename Acc<T>::type eps,
   A* s = buf->w.data();
   A* y = buf->y.data();
   A* v = buf->sol.data();
-  // Divide by eps (not multiply by 1 / eps) to match x / eps to the last bit.
+  // div(v) is v / eps to the last bit (see Divisor).
   if (kRank) {
-    for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]) / eps;
+    for (int i = 0; i < n; ++i) s[i] = div(sign * static_cast<A>(xr[pr[i]]));
     if (at.kl) {
       // r = exp(s - v), v = isotonic_kl(s, log rho).
       for (int i = 0; i < n; ++i) y[i] = std::log(static_cast<A>(n - i));
@@ -310,7 +324,7 @@ bool SoftRow(const T* xr, int n, const SoftAttrs& at, typename Acc<T>::type eps,
     }
   } else {
     for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]);
-    for (int i = 0; i < n; ++i) y[i] = static_cast<A>(n - i) / eps;  // rho / eps
+    for (int i = 0; i < n; ++i) y[i] = div(static_cast<A>(n - i));  // rho / eps
     if (at.kl) {
       isotonic::PavKL<A>(y, s, n, v, sr, buf->pav());
     } else {
@@ -359,12 +373,12 @@ class SoftSortRankOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
     const SoftAttrs at = attrs_.base;
-    const A eps_a = static_cast<A>(eps);
+    const Divisor<A> div(static_cast<A>(eps));
     ForRows(ctx, rs.rows, SortCost(n) + 30 * n, [&](int64_t begin, int64_t end) {
       RowBuffers<A> buf(n);
       for (int64_t r = begin; r < end; ++r) {
         T* o = out + r * n;
-        if (!SoftRow<T, kRank>(x + r * n, n, at, eps_a, o, buf.perm.data(), buf.seg.data(),
+        if (!SoftRow<T, kRank>(x + r * n, n, at, div, o, buf.perm.data(), buf.seg.data(),
                                &buf)) {
           for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
           if (aux)
@@ -412,7 +426,7 @@ class SoftSortRankGradOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     const SoftAttrs at = attrs_.base;
     const bool adjoint = adjoint_;
-    const A eps_a = static_cast<A>(eps);
+    const Divisor<A> div(static_cast<A>(eps));
     const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
     std::atomic<bool> bad_aux{false};
     const int64_t cost = (aux ? 0 : SortCost(n)) + 40 * static_cast<int64_t>(n) + 100;
@@ -429,7 +443,7 @@ class SoftSortRankGradOp : public OpKernel {
         if (aux) {
           state = UnpackAux(aux + off, n, perm.data(), seg.data());
         } else {
-          state = SoftRow<T, kRank>(x + off, n, at, eps_a, nullptr, perm.data(), seg.data(),
+          state = SoftRow<T, kRank>(x + off, n, at, div, nullptr, perm.data(), seg.data(),
                                     buf.get()) ? 1 : 0;
         }
         if (state != 1) {
@@ -443,14 +457,14 @@ class SoftSortRankGradOp : public OpKernel {
           // u = P g (sorted order); result = sign/eps * P^T M u.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[pr[i]]);
           if (at.kl) {
-            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]) / eps_a;
+            for (int i = 0; i < n; ++i) s[i] = div(sign * static_cast<A>(x[off + pr[i]]));
             isotonic::KLRankVjp(sr, n, s.data(), u.data(), p.data());
           } else {
             for (int i = 0; i < n; ++i) p[i] = u[i];
             isotonic::BlockMean(sr, n, p.data());
             for (int i = 0; i < n; ++i) u[i] -= p[i];
           }
-          for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(sign * u[i] / eps_a);
+          for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(div(sign * u[i]));
         } else if (!adjoint) {
           // grad in sorted order -> gradient w.r.t. values.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[i]);
