@@ -52,6 +52,11 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         )
     reg, eps, desc = _soft_config(regularization, regularization_strength, direction)
     values = _utils.convert_values(values)
+    if eager and axis == -1 and type(axis) is int:
+        # Eager, last axis: the common small-call case, kept free of TensorShape objects.
+        num_aux = 0 if values._num_elements() <= _RECOMPUTE_MAX_ELEMENTS else 1
+        return op(values, _utils.float64_scalar(eps), num_aux=num_aux, regularization=reg,
+                  descending=desc)[0]
     shape = values.shape
     if type(axis) is int and axis == -1 and shape.rank is not None:
         x, perm = values, None
@@ -271,6 +276,9 @@ _RECOMPUTE_MAX_ELEMENTS = 1024
 
 
 _SOFT_ATTRS = ("regularization", "descending")
+# Parsed attrs per eager attr tuple (the tuple is hashable and small; callers never mutate
+# the returned dict: it is only splatted into keyword arguments).
+_SOFT_ATTRS_CACHE = {}
 
 
 def _soft_attrs(op):
@@ -282,12 +290,19 @@ def _soft_attrs(op):
     """
     flat = op.attrs if type(op).__name__ == "_MockOp" else None
     if flat is not None:
+        attrs = _SOFT_ATTRS_CACHE.get(flat)
+        if attrs is not None:
+            return attrs
         d = dict(zip(flat[::2], flat[1::2]))
         attrs = {k: d[k] for k in _SOFT_ATTRS}
     else:
         attrs = {k: op.get_attr(k) for k in _SOFT_ATTRS}
     if isinstance(attrs["regularization"], bytes):
         attrs["regularization"] = attrs["regularization"].decode()
+    if flat is not None:
+        if len(_SOFT_ATTRS_CACHE) >= 256:
+            _SOFT_ATTRS_CACHE.clear()
+        _SOFT_ATTRS_CACHE[flat] = attrs
     return attrs
 
 
