@@ -99,6 +99,19 @@ def check_kl_weights(y, w):
     return w
 
 
+def check_isotonic_args(y, w, regularization, decreasing):
+    """Validates isotonic_regression's arguments; returns (y, w or None, regularization)."""
+    y = convert_values(y, "y")
+    reg = check_regularization(regularization)
+    if not isinstance(decreasing, bool):
+        raise TypeError(f"decreasing must be a bool, got {decreasing!r}")
+    if reg == "l2":
+        if w is not None:
+            raise ValueError('w is only used with regularization="kl"; pass w=None for "l2"')
+        return y, None, reg
+    return y, check_kl_weights(y, w), reg
+
+
 def check_choice(value, name, choices, lower=True):
     """Returns the normalized choice or raises ValueError naming the argument."""
     if not isinstance(value, str):

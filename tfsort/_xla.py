@@ -196,15 +196,7 @@ def _finish(out, bad, dtype, shape):
 
 def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1):
     """XLA-compilable :func:`tfsort.isotonic_regression` (same arguments and results)."""
-    y = _utils.convert_values(y, "y")
-    reg = _utils.check_regularization(regularization)
-    if not isinstance(decreasing, bool):
-        raise TypeError(f"decreasing must be a bool, got {decreasing!r}")
-    if reg == "l2":
-        if w is not None:
-            raise ValueError('w is only used with regularization="kl"; pass w=None for "l2"')
-    else:
-        w = _utils.check_kl_weights(y, w)
+    y, w, _ = _utils.check_isotonic_args(y, w, regularization, decreasing)
     dtype = y.dtype
     acc = _acc_dtype(dtype)
     axis = _utils.normalize_axis(axis, y.shape.rank)

@@ -175,17 +175,11 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
         from tfsort import _xla  # noqa: PLC0415
 
         return _xla.isotonic_regression(y, w, regularization, decreasing, axis)
-    y = _utils.convert_values(y, "y")
-    reg = _utils.check_regularization(regularization)
-    if not isinstance(decreasing, bool):
-        raise TypeError(f"decreasing must be a bool, got {decreasing!r}")
+    y, w, reg = _utils.check_isotonic_args(y, w, regularization, decreasing)
     if reg == "l2":
-        if w is not None:
-            raise ValueError('w is only used with regularization="kl"; pass w=None for "l2"')
         return _last_axis_call(
             y, axis, lambda v: _raw.tf_sort_isotonic_l2(v, increasing=not decreasing)[0]
         )
-    w = _utils.check_kl_weights(y, w)
     axis = _utils.normalize_axis(axis, y.shape.rank)
     yt, perm = _utils.move_axis_last(y, axis)
     wt, _ = _utils.move_axis_last(w, axis)
@@ -320,31 +314,36 @@ def _soft_sort_grad(op, grad, *_unused_aux_grads):
     return [_raw.tf_sort_soft_sort_grad(grad, values, eps, aux, **_soft_attrs(op)), None]
 
 
-@tf.RegisterGradient("TFSort>SoftRankGrad")
-def _soft_rank_grad_grad(op, hess):
+def _soft_grad_grad(op, hess, rank):
+    """Gradient of SoftRankGrad / SoftSortGrad: the VJP op is linear in its cotangent, so
+    d/d(grad) is its adjoint; d/d(values) is zero for L2 and a composite for KL."""
     grad, values, eps, *aux = op.inputs
     attrs = _soft_attrs(op)
-    d_grad = _raw.tf_sort_soft_rank_grad(hess, values, eps, aux, **attrs)
+    if rank:  # SoftRankGrad is self-adjoint
+        d_grad = _raw.tf_sort_soft_rank_grad(hess, values, eps, aux, **attrs)
+    else:
+        adjoint = op.get_attr("adjoint")
+        d_grad = _raw.tf_sort_soft_sort_grad(hess, values, eps, aux, adjoint=not adjoint, **attrs)
     if attrs["regularization"] == "kl":
-        perm, seg = _perm_and_segments(values, eps, aux, attrs, _raw.tf_sort_soft_rank)
-        d_values = _kl_rank_second_order(hess, grad, values, eps, perm, seg, attrs)
+        forward = _raw.tf_sort_soft_rank if rank else _raw.tf_sort_soft_sort
+        perm, seg = _perm_and_segments(values, eps, aux, attrs, forward)
+        if rank:
+            d_values = _kl_rank_second_order(hess, grad, values, eps, perm, seg, attrs)
+        else:
+            d_values = _kl_sort_second_order(hess, grad, values, perm, seg, attrs, adjoint)
     else:
         d_values = tf.zeros_like(values)
     return [d_grad, d_values, None] + [None] * len(aux)
+
+
+@tf.RegisterGradient("TFSort>SoftRankGrad")
+def _soft_rank_grad_grad(op, hess):
+    return _soft_grad_grad(op, hess, rank=True)
 
 
 @tf.RegisterGradient("TFSort>SoftSortGrad")
 def _soft_sort_grad_grad(op, hess):
-    grad, values, eps, *aux = op.inputs
-    attrs = _soft_attrs(op)
-    adjoint = op.get_attr("adjoint")
-    d_grad = _raw.tf_sort_soft_sort_grad(hess, values, eps, aux, adjoint=not adjoint, **attrs)
-    if attrs["regularization"] == "kl":
-        perm, seg = _perm_and_segments(values, eps, aux, attrs, _raw.tf_sort_soft_sort)
-        d_values = _kl_sort_second_order(hess, grad, values, perm, seg, attrs, adjoint)
-    else:
-        d_values = tf.zeros_like(values)
-    return [d_grad, d_values, None] + [None] * len(aux)
+    return _soft_grad_grad(op, hess, rank=False)
 
 
 @tf.RegisterGradient("TFSort>IsotonicL2")

@@ -205,6 +205,21 @@ _COMPOSITE_DTYPE = tf.float64
 # Composite paths (plain TF ops; XLA-compilable).
 
 
+def _bisect(f, lo, hi, steps):
+    """Root of a row-wise increasing f (f(lo) < 0 <= f(hi), shapes [..., 1]) by `steps`
+    halvings of [lo, hi] in a while_loop (XLA-friendly); returns the final midpoint."""
+
+    def body(i, lo, hi):
+        mid = 0.5 * (lo + hi)
+        below = f(mid) < 0
+        return i + 1, tf.where(below, mid, lo), tf.where(below, hi, mid)
+
+    _, lo, hi = tf.while_loop(
+        lambda i, lo, hi: i < steps, body, (tf.constant(0), lo, hi), maximum_iterations=steps
+    )
+    return 0.5 * (lo + hi)
+
+
 def _sigmoid_topk_composite(x, k, eps, steps=_XLA_BISECTION_STEPS):
     """Sigmoid top-k along the last axis in plain TF ops: `steps` bisection steps on the
     threshold, two Newton steps inside the final bracket, then a gradient by the implicit
@@ -221,16 +236,10 @@ def _sigmoid_topk_composite(x, k, eps, steps=_XLA_BISECTION_STEPS):
     lo = base - tf.reduce_max(xs, axis=-1, keepdims=True)
     hi = base - tf.reduce_min(xs, axis=-1, keepdims=True)
 
-    def body(i, lo, hi):
-        mid = 0.5 * (lo + hi)
-        f = tf.reduce_sum(tf.sigmoid((xs + mid) * inv_eps), axis=-1, keepdims=True) - k
-        below = f < 0
-        return i + 1, tf.where(below, mid, lo), tf.where(below, hi, mid)
-
-    _, lo, hi = tf.while_loop(
-        lambda i, lo, hi: i < steps, body, (tf.constant(0), lo, hi), maximum_iterations=steps
+    t = _bisect(
+        lambda t: tf.reduce_sum(tf.sigmoid((xs + t) * inv_eps), axis=-1, keepdims=True) - k,
+        lo, hi, steps,
     )
-    t = 0.5 * (lo + hi)
     for _ in range(2):
         p = tf.sigmoid((xs + t) * inv_eps)
         sv = tf.reduce_sum(p * (1 - p), axis=-1, keepdims=True) * inv_eps
@@ -259,16 +268,10 @@ def _sparse_topk_composite(x, k, eps, steps=_XLA_BISECTION_STEPS):
     lo = -tf.reduce_max(zs, axis=-1, keepdims=True)
     hi = 1.0 - tf.reduce_min(zs, axis=-1, keepdims=True)
 
-    def body(i, lo, hi):
-        mid = 0.5 * (lo + hi)
-        f = tf.reduce_sum(tf.clip_by_value(zs + mid, 0.0, 1.0), axis=-1, keepdims=True) - k
-        below = f < 0
-        return i + 1, tf.where(below, mid, lo), tf.where(below, hi, mid)
-
-    _, lo, hi = tf.while_loop(
-        lambda i, lo, hi: i < steps, body, (tf.constant(0), lo, hi), maximum_iterations=steps
+    tau = _bisect(
+        lambda t: tf.reduce_sum(tf.clip_by_value(zs + t, 0.0, 1.0), axis=-1, keepdims=True) - k,
+        lo, hi, steps,
     )
-    tau = 0.5 * (lo + hi)
     # f is piecewise linear with slope |F|, so a Newton step from the bisection point is
     # exact. Written as a step (not as tau = (k - #upper - sum_F z) / |F|) so that an entry
     # on a cap, classified one way by one reduction and the other way by another (XLA may
