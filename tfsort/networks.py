@@ -478,7 +478,8 @@ def compare_swap(values, left, right, relaxation="cauchy", steepness=10.0, axis=
     if _utils.in_xla_context():
         return _utils.restore_axis(_compare_swap_composite(x, left, right, relaxation, s), perm)
     out = _raw.tf_sort_compare_swap(
-        x, left, right, _utils.float64_scalar(s), Tacc=_utils.compute_dtype(x.dtype), relaxation=relaxation
+        x, left, right, _utils.float64_scalar(s), Tacc=_utils.compute_dtype(x.dtype),
+        relaxation=relaxation,
     )[0]
     return _utils.restore_axis(out, perm)
 
