@@ -80,7 +80,11 @@ def float64_scalar(value):
     if t is None:
         if len(_SCALARS) >= 1024:
             _SCALARS.clear()
-        t = _SCALARS[value] = tf.constant(value, tf.float64)
+        # On the host whatever device scope the first call ran under: every op reads these
+        # scalars as host-memory inputs, so a GPU copy would cost a device-to-host transfer
+        # per call.
+        with tf.device("/CPU:0"):
+            t = _SCALARS[value] = tf.constant(value, tf.float64)
     return t
 
 
