@@ -4,6 +4,8 @@
 //
 //   driver pav              self-check: block-parallel PAV (every chunk count, every
 //                           thread run in turn) against the serial CPU PAV of isotonic.h
+//   driver seg              self-check: block-parallel segmented VJPs against the serial
+//                           block routines of isotonic.h, every mode and chunk count
 //   driver soft < cases     fused soft rank / sort forward (serial and block-parallel)
 //                           and gradients; stdin: "rank kl desc eps chunks n" then n values
 //                           and n cotangents per case; stdout: one line per result array
@@ -124,6 +126,92 @@ int SelfCheckPav() {
   return 0;
 }
 
+
+// Block-parallel segmented VJPs (SegChunk / SegJoin / SegEmit), one emulated thread at a
+// time, against the serial isotonic.h routines on the same blocks.
+void SegHost(int n, int chunks, int mode, const vector<int32_t>& seg, const vector<double>& x,
+             const vector<double>& u, vector<double>* res) {
+  vector<int32_t> start(n), last(chunks, -7), open(chunks, -7), cnt(n);
+  for (int i = 0; i < n; ++i) start[i] = i == 0 || seg[i] != seg[i - 1];
+  vector<double> m(n), z(n), zg(n), sum(n), w(n);
+  ir::SegStats<double> s{m.data(), z.data(), zg.data(), sum.data(), w.data(), cnt.data()};
+  const bool soft = mode == ir::kSegSpread || mode == ir::kSegGather || mode == ir::kSegKLRank;
+  const double* xp = soft ? x.data() : nullptr;
+  for (int t = chunks - 1; t >= 0; --t)
+    ir::SegChunk<double>(n, t, chunks, start.data(), xp, u.data(), s, last.data());
+  ir::SegJoin<double>(n, chunks, start.data(), s, last.data(), open.data());
+  res->assign(n, -999.0);
+  for (int t = chunks - 1; t >= 0; --t)
+    ir::SegEmit<double>(n, t, chunks, mode, start.data(), xp, u.data(), s, open.data(),
+                        res->data());
+}
+
+int SelfCheckSeg() {
+  std::mt19937_64 rng(99);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  const int sizes[] = {1, 2, 3, 16, 17, 100, 257, 1000, 4099};
+  const int chunk_counts[] = {1, 2, 3, 5, 16, 64, 256, 300};
+  long cases = 0;
+  double max_err = 0;
+  for (int n : sizes) {
+    for (int kind = 0; kind < 4; ++kind) {
+      // Block structures: random short runs, one block, singletons, a few long runs.
+      vector<int32_t> seg(n);
+      int id = 0;
+      for (int i = 0; i < n; ++i) {
+        bool brk = false;
+        if (i > 0) {
+          switch (kind) {
+            case 0: brk = rng() % 3 == 0; break;
+            case 1: brk = false; break;
+            case 2: brk = true; break;
+            default: brk = rng() % 97 == 0; break;
+          }
+        }
+        id += brk;
+        seg[i] = id;
+      }
+      vector<double> x(n), u(n);
+      for (int i = 0; i < n; ++i) {
+        x[i] = 3 * normal(rng);
+        u[i] = normal(rng);
+      }
+      for (int mode = 0; mode < 5; ++mode) {
+        vector<double> ref(u), p(n);
+        switch (mode) {
+          case ir::kSegMean: iso::BlockMean(seg.data(), n, ref.data()); break;
+          case ir::kSegSpread:
+            iso::BlockSoftmaxSpread(seg.data(), n, x.data(), u.data(), ref.data());
+            break;
+          case ir::kSegGather:
+            iso::BlockSoftmaxGather(seg.data(), n, x.data(), u.data(), ref.data(), p.data());
+            break;
+          case ir::kSegCenter: {
+            vector<double> b(u);
+            iso::BlockMean(seg.data(), n, b.data());
+            for (int i = 0; i < n; ++i) ref[i] = u[i] - b[i];
+            break;
+          }
+          default: iso::KLRankVjp(seg.data(), n, x.data(), ref.data(), p.data()); break;
+        }
+        double scale = 1e-300;
+        for (double r : ref) scale = std::max(scale, std::fabs(r));
+        for (int chunks : chunk_counts) {
+          vector<double> res;
+          SegHost(n, chunks, mode, seg, x, u, &res);
+          ++cases;
+          for (int i = 0; i < n; ++i) {
+            const double e = std::fabs(res[i] - ref[i]) / scale;
+            if (!(e <= max_err)) max_err = e;  // NaN-safe
+          }
+        }
+      }
+    }
+  }
+  std::printf("cases %ld max_err %.3g\n", cases, max_err);
+  return 0;
+}
+
 template <typename V>
 void Print(const char* name, const V& v) {
   std::printf("%s", name);
@@ -193,6 +281,23 @@ void SoftCase(bool kl, bool desc, double eps, int chunks, const vector<double>& 
                                                   s2.data(), p.data());
     }
     Print(adjoint ? "grad_adjoint" : "grad", o);
+    // Block-parallel (SoftGradBlockKernel's steps; run starts from the aux sign bits).
+    if (ir::UnpackAux(aux.data(), n, pr.data(), sr.data()) == 1) {
+      vector<int32_t> seg_runs(n);
+      for (int i = 0; i < n; ++i) {
+        const bool start = i == 0 || (static_cast<uint32_t>(aux[i]) & ir::kBlockStart) != 0;
+        seg_runs[i] = start ? i : seg_runs[i - 1];
+      }
+      vector<double> us(n), xs(n), res(n);
+      for (int i = 0; i < n; ++i)
+        ir::SoftGradPrep<double, double, Cvt>(i, kRank, kl, adjoint, sign, eps, g.data(),
+                                              x.data(), pr.data(), us.data(), xs.data());
+      SegHost(n, chunks, ir::SoftGradMode(kRank, kl, adjoint), seg_runs, xs, us, &res);
+      for (int i = 0; i < n; ++i)
+        ir::SoftGradStore<double, double, Cvt>(i, kRank, adjoint, sign, eps, pr.data(),
+                                               res.data(), o.data());
+    }
+    Print(adjoint ? "grad_adjoint_parallel" : "grad_parallel", o);
   }
 }
 
@@ -238,6 +343,13 @@ void IsoCase(bool kl, bool inc, int chunks, const vector<double>& y, const vecto
   vector<double> o(n), buf(n);
   ir::IsotonicL2GradRow<double, double, Cvt>(g.data(), seg.data(), n, o.data(), buf.data());
   Print("l2grad", o);
+  if (seg[0] >= 0) {
+    vector<double> gv(g), res;
+    SegHost(n, chunks, ir::kSegMean, seg, gv, gv, &res);
+    Print("l2grad_parallel", res);
+  } else {
+    Print("l2grad_parallel", o);
+  }
   for (int adjoint = 0; adjoint < 2; ++adjoint) {
     vector<double> gy(n), gw(n), gb(n), xb(n), ob(n), pb2(n);
     ir::IsotonicKLGradRow<double, double, Cvt>(g.data(), y.data(), w.data(), seg.data(), n,
@@ -245,6 +357,14 @@ void IsoCase(bool kl, bool inc, int chunks, const vector<double>& y, const vecto
                                                xb.data(), ob.data(), pb2.data());
     Print(adjoint ? "klgrad_y_adjoint" : "klgrad_y", gy);
     Print(adjoint ? "klgrad_w_adjoint" : "klgrad_w", gw);
+    if (seg[0] >= 0) {
+      const int mode = adjoint ? ir::kSegGather : ir::kSegSpread;
+      SegHost(n, chunks, mode, seg, y, g, &gy);
+      SegHost(n, chunks, mode, seg, w, g, &gw);
+      for (auto& v : gw) v = -v;
+    }
+    Print(adjoint ? "klgrad_y_adjoint_parallel" : "klgrad_y_parallel", gy);
+    Print(adjoint ? "klgrad_w_adjoint_parallel" : "klgrad_w_parallel", gw);
   }
 }
 
@@ -261,6 +381,7 @@ vector<double> ReadVec(int n) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "pav") return SelfCheckPav();
+  if (mode == "seg") return SelfCheckSeg();
   if (mode == "soft") {
     int rank, kl, desc, chunks, n;
     double eps;

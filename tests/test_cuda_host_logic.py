@@ -64,6 +64,14 @@ def test_block_parallel_pav_matches_serial_pav(driver):
     assert float(stats["max_err"]) < 1e-12
 
 
+def test_block_parallel_segmented_vjps_match_serial(driver):
+    # Block means, softmax spread / gather, centring and the KL rank VJP, every chunk count.
+    words = _run(driver, "seg").split()
+    stats = dict(zip(words[::2], words[1::2]))
+    assert int(stats["cases"]) > 1000
+    assert float(stats["max_err"]) < 1e-12
+
+
 def _rows(n, seed):
     rng = np.random.default_rng(seed)
     rows = [
@@ -120,11 +128,15 @@ def test_soft_rows_match_reference_and_cpu_kernel(driver, rank, kl, desc):
         gattrs = dict(regularization=reg, descending=desc)
         cpu_grad = bwd(tf.constant(g), tf.constant(x), eps_t, [tf.constant(cpu_aux)], **gattrs)
         np.testing.assert_allclose(res["grad"], cpu_grad.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(res["grad_parallel"], cpu_grad.numpy(), rtol=1e-11,
+                                   atol=1e-11)
         if not rank:
             cpu_adj = bwd(tf.constant(g), tf.constant(x), eps_t, [tf.constant(cpu_aux)],
                           adjoint=True, **gattrs)
             np.testing.assert_allclose(res["grad_adjoint"], cpu_adj.numpy(), rtol=1e-12,
                                        atol=1e-12)
+            np.testing.assert_allclose(res["grad_adjoint_parallel"], cpu_adj.numpy(),
+                                       rtol=1e-11, atol=1e-11)
 
 
 @pytest.mark.parametrize("kl", [False, True], ids=["l2", "kl"])
@@ -163,6 +175,8 @@ def test_isotonic_rows_match_reference_and_cpu_kernel(driver, kl, inc):
         seg_t = tf.constant(cpu_seg)
         cpu_l2 = raw.tf_sort_isotonic_l2_grad(tf.constant(g), seg_t)
         np.testing.assert_allclose(res["l2grad"], cpu_l2.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(res["l2grad_parallel"], cpu_l2.numpy(), rtol=1e-11,
+                                   atol=1e-11)
         for adjoint, suffix in ((False, ""), (True, "_adjoint")):
             gy, gw = raw.tf_sort_isotonic_kl_grad(tf.constant(g), tf.constant(y),
                                                   tf.constant(w), seg_t, adjoint=adjoint)
@@ -170,3 +184,6 @@ def test_isotonic_rows_match_reference_and_cpu_kernel(driver, kl, inc):
                                        atol=1e-12)
             np.testing.assert_allclose(res["klgrad_w" + suffix], gw.numpy(), rtol=1e-12,
                                        atol=1e-12)
+            for name, want in (("klgrad_y", gy), ("klgrad_w", gw)):
+                np.testing.assert_allclose(res[name + suffix + "_parallel"], want.numpy(),
+                                           rtol=1e-11, atol=1e-11)

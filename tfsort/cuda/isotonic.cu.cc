@@ -8,7 +8,8 @@
 //  * sorting for the fused ops: cub::DeviceRadixSort for one row, cub::DeviceSegmentedSort
 //    (stable) otherwise, on order-preserving integer keys with the index as payload, so
 //    ties keep index order like the CPU's sort.
-//  * gradients: one thread per row (block means / softmax spreads are O(n) per row).
+//  * gradients: per-PAV-block reductions and an elementwise map; one thread per row for
+//    short rows (isotonic.h), one block per long row (isotonic_rows.h Seg* phases).
 
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_segmented_sort.cuh>
@@ -51,7 +52,7 @@ unsigned int RowBlocks(int64_t batch) {
 // Per-element scratch shared by every kernel of this file (some use only part of it).
 template <typename A>
 struct Work {
-  A* f[6];        // accumulator arrays
+  A* f[8];        // accumulator arrays
   int32_t* i[6];  // index arrays
 };
 
@@ -151,8 +152,75 @@ __global__ void IsotonicBlockKernel(const T* y, const T* w, T* out, int32_t* seg
   }
 }
 
+// Block-parallel segmented VJP of one row (isotonic_rows.h Seg* phases) into res; called
+// by every thread of the block. Uses ws arrays f[3..7] and i[0] at offset o for the
+// per-piece statistics.
+template <typename A>
+__device__ void BlockSeg(int n, int mode, const int32_t* start, const A* x, const A* u,
+                         const Work<A>& ws, int64_t o, A* res) {
+  __shared__ int32_t last[kBlockThreads];
+  __shared__ int32_t open[kBlockThreads];
+  const ir::SegStats<A> s{ws.f[3] + o, ws.f[4] + o, ws.f[5] + o,
+                          ws.f[6] + o, ws.f[7] + o, ws.i[0] + o};
+  const int chunks = ChunksFor(n);
+  const int t = threadIdx.x;
+  if (t < chunks) ir::SegChunk<A>(n, t, chunks, start, x, u, s, last);
+  __syncthreads();
+  if (t == 0) ir::SegJoin<A>(n, chunks, start, s, last, open);
+  __syncthreads();
+  if (t < chunks) ir::SegEmit<A>(n, t, chunks, mode, start, x, u, s, open, res);
+  __syncthreads();
+}
+
 // ---------------------------------------------------------------------------------------
-// Gradients of the plain isotonic ops (one thread per row).
+// Gradients of the plain isotonic ops: one thread per short row, one block per long row.
+
+// Block-per-row IsotonicL2Grad (kKL = false) / IsotonicKLGrad (kKL = true). Run starts come
+// from changes of the segment id, as isotonic::RunEnd walks them. out may alias g.
+template <typename T, bool kKL>
+__global__ void IsotonicGradBlockKernel(const T* g, const T* y, const T* w, const int32_t* seg,
+                                        T* gy, T* gw, int64_t batch, int n, bool adjoint,
+                                        Work<typename AccT<T>::type> ws) {
+  using A = typename AccT<T>::type;
+  using Cvt = DevCvt<T>;
+  for (int64_t r = blockIdx.x; r < batch; r += gridDim.x) {
+    const int64_t o = r * n;
+    const int32_t* sr = seg + o;
+    if (sr[0] < 0) {  // the same for every thread of the block
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        gy[o + i] = Cvt::NaN();
+        if (kKL) gw[o + i] = Cvt::NaN();
+      }
+      continue;
+    }
+    int32_t* start = ws.i[1] + o;
+    A* xs = ws.f[0] + o;
+    A* us = ws.f[1] + o;
+    A* res = ws.f[2] + o;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      start[i] = i == 0 || sr[i] != sr[i - 1];
+      us[i] = Cvt::Load(g[o + i]);
+    }
+    __syncthreads();
+    if (!kKL) {
+      BlockSeg<A>(n, ir::kSegMean, start, nullptr, us, ws, o, res);
+      for (int i = threadIdx.x; i < n; i += blockDim.x) gy[o + i] = Cvt::Store(res[i]);
+      __syncthreads();
+      continue;
+    }
+    const int mode = adjoint ? ir::kSegGather : ir::kSegSpread;
+    for (int pass = 0; pass < 2; ++pass) {
+      const T* x = pass == 0 ? y : w;
+      for (int i = threadIdx.x; i < n; i += blockDim.x) xs[i] = Cvt::Load(x[o + i]);
+      __syncthreads();
+      BlockSeg<A>(n, mode, start, xs, us, ws, o, res);
+      T* dst = pass == 0 ? gy : gw;
+      const A sign = pass == 0 ? A(1) : A(-1);
+      for (int i = threadIdx.x; i < n; i += blockDim.x) dst[o + i] = Cvt::Store(sign * res[i]);
+      __syncthreads();
+    }
+  }
+}
 
 template <typename T>
 __global__ void IsotonicL2GradKernel(const T* g, const int32_t* seg, T* out, int64_t batch,
@@ -403,9 +471,53 @@ __global__ void SoftGradKernel(const T* g, const T* x, const int32_t* aux, int32
   }
 }
 
-template <typename T>
-void CheckIntN(int64_t n) {
-  (void)n;
+// One block per long row; same contract as SoftGradKernel.
+template <typename T, bool kRank>
+__global__ void SoftGradBlockKernel(const T* g, const T* x, const int32_t* aux, int32_t* perm,
+                                    int64_t batch, int n, bool kl, bool descending,
+                                    bool adjoint, typename AccT<T>::type eps, T* out,
+                                    Work<typename AccT<T>::type> ws) {
+  using A = typename AccT<T>::type;
+  using Cvt = DevCvt<T>;
+  const int sign = ir::SoftSign(kRank, descending);
+  const int mode = ir::SoftGradMode(kRank, kl, adjoint);
+  for (int64_t r = blockIdx.x; r < batch; r += gridDim.x) {
+    const int64_t o = r * n;
+    int32_t* pr = perm + o;
+    int32_t* start = ws.i[1] + o;
+    const int32_t* sr = ws.i[4] + o;  // forward's block ids (recompute mode)
+    A* xs = ws.f[0] + o;
+    A* us = ws.f[1] + o;
+    A* res = ws.f[2] + o;
+    // Row state as UnpackAux: invalid (non-finite) row, or corrupt aux (index >= n).
+    int bad = aux ? aux[o] == ir::kInvalidRow : sr[0] < 0;
+    if (!bad) {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        if (aux) {
+          const uint32_t a = static_cast<uint32_t>(aux[o + i]);
+          const int32_t p = static_cast<int32_t>(a & ~ir::kBlockStart);
+          if (p >= n) bad = 1;
+          pr[i] = p;
+          start[i] = i == 0 || (a & ir::kBlockStart) != 0;
+        } else {
+          start[i] = i == 0 || sr[i] != sr[i - 1];
+        }
+      }
+    }
+    if (__syncthreads_or(bad)) {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) out[o + i] = Cvt::NaN();
+      continue;  // uniform across the block
+    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      ir::SoftGradPrep<T, A, Cvt>(i, kRank, kl, adjoint, sign, eps, g + o, x + o, pr, us, xs);
+    }
+    __syncthreads();
+    BlockSeg<A>(n, mode, start, kl ? xs : nullptr, us, ws, o, res);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      ir::SoftGradStore<T, A, Cvt>(i, kRank, adjoint, sign, eps, pr, res, out + o);
+    }
+    __syncthreads();
+  }
 }
 
 }  // namespace
@@ -468,8 +580,13 @@ cudaError_t LaunchIsotonicL2Grad(const T* grad, const int32_t* segments, T* out,
   if (workspace_bytes < IsotonicL2GradWorkspaceBytes<T>(batch, n)) return cudaErrorInvalidValue;
   WorkspaceCarver c(workspace);
   const Work<A> ws = CarveWork<A>(&c, batch * n);
-  IsotonicL2GradKernel<T><<<GridFor(batch, kRowThreads), kRowThreads, 0, stream>>>(
-      grad, segments, out, batch, static_cast<int>(n), ws);
+  if (UseBlockPerRow(n)) {
+    IsotonicGradBlockKernel<T, false><<<RowBlocks(batch), kBlockThreads, 0, stream>>>(
+        grad, nullptr, nullptr, segments, out, nullptr, batch, static_cast<int>(n), false, ws);
+  } else {
+    IsotonicL2GradKernel<T><<<GridFor(batch, kRowThreads), kRowThreads, 0, stream>>>(
+        grad, segments, out, batch, static_cast<int>(n), ws);
+  }
   return cudaGetLastError();
 }
 
@@ -490,8 +607,13 @@ cudaError_t LaunchIsotonicKLGrad(const T* grad, const T* y, const T* w,
   if (workspace_bytes < IsotonicKLGradWorkspaceBytes<T>(batch, n)) return cudaErrorInvalidValue;
   WorkspaceCarver c(workspace);
   const Work<A> ws = CarveWork<A>(&c, batch * n);
-  IsotonicKLGradKernel<T><<<GridFor(batch, kRowThreads), kRowThreads, 0, stream>>>(
-      grad, y, w, segments, grad_y, grad_w, batch, static_cast<int>(n), adjoint, ws);
+  if (UseBlockPerRow(n)) {
+    IsotonicGradBlockKernel<T, true><<<RowBlocks(batch), kBlockThreads, 0, stream>>>(
+        grad, y, w, segments, grad_y, grad_w, batch, static_cast<int>(n), adjoint, ws);
+  } else {
+    IsotonicKLGradKernel<T><<<GridFor(batch, kRowThreads), kRowThreads, 0, stream>>>(
+        grad, y, w, segments, grad_y, grad_w, batch, static_cast<int>(n), adjoint, ws);
+  }
   return cudaGetLastError();
 }
 
@@ -562,7 +684,15 @@ cudaError_t LaunchSoftSortRankGrad(const T* grad, const T* values, double eps,
   const A e = static_cast<A>(eps);
   const unsigned int grid = GridFor(batch, kRowThreads);
   const int ni = static_cast<int>(n);
-  if (rank) {
+  if (UseBlockPerRow(n)) {
+    if (rank) {
+      SoftGradBlockKernel<T, true><<<RowBlocks(batch), kBlockThreads, 0, stream>>>(
+          grad, values, aux, perm, batch, ni, kl, descending, adjoint, e, out, ws);
+    } else {
+      SoftGradBlockKernel<T, false><<<RowBlocks(batch), kBlockThreads, 0, stream>>>(
+          grad, values, aux, perm, batch, ni, kl, descending, adjoint, e, out, ws);
+    }
+  } else if (rank) {
     SoftGradKernel<T, true><<<grid, kRowThreads, 0, stream>>>(
         grad, values, aux, perm, batch, ni, kl, descending, adjoint, e, out, ws);
   } else {

@@ -451,6 +451,178 @@ TFSORT_HD void ParPavEmit(int n, int t, int chunks, ParPav<A> s, const int32_t* 
   }
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Block-parallel segmented VJPs (one thread block per long row). The backward passes are
+// per-PAV-block reductions followed by an elementwise map; blocks are runs that begin
+// where start[i] != 0 (start[0] != 0 always). Every per-block quantity needed by any of the
+// VJPs fits in one associative statistic:
+//   m, z, zg  online softmax of x: m = max x, z = sum exp(x - m), zg = sum exp(x - m) u
+//   sum       sum u;  w  sum (n - i) (the pooled rho of KL soft rank);  count
+// Phases, as for the PAV: SegChunk (thread t: a statistic per run piece of its chunk,
+// stored at the piece's first position), SegJoin (one thread: pieces continuing a run
+// from the previous chunk are folded into the run's first piece), SegEmit (thread t:
+// the VJP value of every position of its chunk from its run's statistic).
+
+enum SegMode {
+  kSegMean = 0,    // sum / count                     (BlockMean)
+  kSegSpread = 1,  // softmax(x)_i * sum              (BlockSoftmaxSpread)
+  kSegGather = 2,  // zg / z                          (BlockSoftmaxGather)
+  kSegCenter = 3,  // u_i - sum / count               (L2 soft rank: u - B u)
+  kSegKLRank = 4,  // w softmax(x)_i (u_i - zg / z)   (KLRankVjp)
+};
+
+template <typename A>
+struct SegStats {
+  A* m;
+  A* z;
+  A* zg;
+  A* sum;
+  A* w;
+  int32_t* count;
+};
+
+template <typename A>
+struct SegStat {
+  A m, z, zg, sum, w;
+  int32_t count;
+};
+
+template <typename A>
+TFSORT_HD inline SegStat<A> SegCombine(const SegStat<A>& a, const SegStat<A>& b) {
+  const A m = a.m > b.m ? a.m : b.m;
+  const A ea = static_cast<A>(std::exp(a.m - m));
+  const A eb = static_cast<A>(std::exp(b.m - m));
+  return {m, a.z * ea + b.z * eb, a.zg * ea + b.zg * eb, a.sum + b.sum, a.w + b.w,
+          a.count + b.count};
+}
+
+template <typename A>
+TFSORT_HD inline SegStat<A> SegLoad(const SegStats<A>& s, int k) {
+  return {s.m[k], s.z[k], s.zg[k], s.sum[k], s.w[k], s.count[k]};
+}
+
+template <typename A>
+TFSORT_HD inline void SegStore(const SegStats<A>& s, int k, const SegStat<A>& v) {
+  s.m[k] = v.m;
+  s.z[k] = v.z;
+  s.zg[k] = v.zg;
+  s.sum[k] = v.sum;
+  s.w[k] = v.w;
+  s.count[k] = v.count;
+}
+
+// Phase 1 (thread t). x may be null (modes without softmax). last[t] = first position of
+// the chunk's last piece.
+template <typename A>
+TFSORT_HD void SegChunk(int n, int t, int chunks, const int32_t* start, const A* x,
+                        const A* u, SegStats<A> s, int32_t* last) {
+  const int lo = ChunkBegin(t, chunks, n);
+  const int hi = ChunkBegin(t + 1, chunks, n);
+  if (lo >= hi) return;
+  int piece = lo;
+  SegStat<A> acc{};
+  for (int i = lo; i < hi; ++i) {
+    const SegStat<A> e{x ? x[i] : A(0), A(1), u[i], u[i], static_cast<A>(n - i), 1};
+    if (i == lo) {
+      acc = e;
+    } else if (start[i]) {
+      SegStore(s, piece, acc);
+      piece = i;
+      acc = e;
+    } else {
+      acc = SegCombine(acc, e);
+    }
+  }
+  SegStore(s, piece, acc);
+  last[t] = piece;
+}
+
+// Phase 2 (one thread): folds continuation pieces into their run's first piece;
+// open[t] = start of the run open at chunk t's first position (-1 if a run starts there).
+template <typename A>
+TFSORT_HD void SegJoin(int n, int chunks, const int32_t* start, SegStats<A> s,
+                       const int32_t* last, int32_t* open) {
+  int head = -1;
+  for (int t = 0; t < chunks; ++t) {
+    const int lo = ChunkBegin(t, chunks, n);
+    const int hi = ChunkBegin(t + 1, chunks, n);
+    open[t] = -1;
+    if (lo >= hi) continue;
+    if (!start[lo] && head >= 0) {
+      SegStore(s, head, SegCombine(SegLoad(s, head), SegLoad(s, lo)));
+      open[t] = head;
+    }
+    if (start[lo] || last[t] != lo || head < 0) head = last[t];
+  }
+}
+
+template <typename A>
+TFSORT_HD inline A SegValue(int mode, A x, A u, const SegStat<A>& st) {
+  switch (mode) {
+    case kSegMean:
+      return st.sum / static_cast<A>(st.count);
+    case kSegSpread:
+      return static_cast<A>(std::exp(x - st.m)) / st.z * st.sum;
+    case kSegGather:
+      return st.zg / st.z;
+    case kSegCenter:
+      return u - st.sum / static_cast<A>(st.count);
+    default:
+      return st.w * (static_cast<A>(std::exp(x - st.m)) / st.z) * (u - st.zg / st.z);
+  }
+}
+
+// Phase 3 (thread t): res[i] = the VJP value at i.
+template <typename A>
+TFSORT_HD void SegEmit(int n, int t, int chunks, int mode, const int32_t* start, const A* x,
+                       const A* u, SegStats<A> s, const int32_t* open, A* res) {
+  const int lo = ChunkBegin(t, chunks, n);
+  const int hi = ChunkBegin(t + 1, chunks, n);
+  if (lo >= hi) return;
+  int run = start[lo] || open[t] < 0 ? lo : open[t];
+  SegStat<A> st = SegLoad(s, run);
+  for (int i = lo; i < hi; ++i) {
+    if (i > lo && start[i]) {
+      run = i;
+      st = SegLoad(s, run);
+    }
+    res[i] = SegValue(mode, x ? x[i] : A(0), u[i], st);
+  }
+}
+
+// The fused ops' gradients on top of the Seg* phases (SoftGradBlockKernel), per sorted
+// position i, as SoftGradRow computes them serially.
+TFSORT_HD inline int SoftGradMode(bool rank, bool kl, bool adjoint) {
+  if (rank) return kl ? kSegKLRank : kSegCenter;
+  if (adjoint) return kl ? kSegGather : kSegMean;
+  return kl ? kSegSpread : kSegMean;
+}
+
+// us[i]: the cotangent in sorted order; xs[i] (KL only): the softmax logits.
+template <typename T, typename A, typename Cvt>
+TFSORT_HD inline void SoftGradPrep(int i, bool rank, bool kl, bool adjoint, int sign, A eps,
+                                   const T* g, const T* x, const int32_t* pr, A* us, A* xs) {
+  us[i] = Cvt::Load(g[rank || adjoint ? pr[i] : i]);
+  if (kl) {
+    const A v = static_cast<A>(sign) * Cvt::Load(x[pr[i]]);
+    xs[i] = rank ? v / eps : v;
+  }
+}
+
+// Writes the VJP value of sorted position i (res[i]) to its output position.
+template <typename T, typename A, typename Cvt>
+TFSORT_HD inline void SoftGradStore(int i, bool rank, bool adjoint, int sign, A eps,
+                                    const int32_t* pr, const A* res, T* out) {
+  if (rank) {
+    out[pr[i]] = Cvt::Store(static_cast<A>(sign) * res[i] / eps);
+  } else if (!adjoint) {
+    out[pr[i]] = Cvt::Store(res[i]);
+  } else {
+    out[i] = Cvt::Store(res[i]);
+  }
+}
+
 }  // namespace isotonic_rows
 }  // namespace tfsort
 
