@@ -127,9 +127,10 @@ def inputs(batch, n, seed, ties=False):
     return np.round(rng.normal(size=(batch, n)) * 8) / 8  # exact in every dtype
 
 
-# (batch, n, ties): n = 1; not a power of two; long rows (block-parallel PAV); many rows.
-SHAPES = [(1, 1, False), (3, 37, False), (4, 300, True), (2, 1000, False), (1, 65536, False),
-          (65536, 5, True)]
+# (batch, n, ties): n = 1; not a power of two; few mid rows and long rows (block-parallel
+# PAV); many mid rows (thread per row); batch 65536.
+SHAPES = [(1, 1, False), (3, 37, False), (16, 100, True), (5000, 70, False), (4, 300, True),
+          (2, 1000, False), (1, 65536, False), (65536, 5, True)]
 
 
 def shape_ok(sfx, batch, n):

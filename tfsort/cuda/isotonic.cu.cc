@@ -2,9 +2,10 @@
 // TensorFlow headers. The per-row math is isotonic_rows.h on top of the CPU's isotonic.h.
 //
 // Strategies by shape:
-//  * n < kIsotonicBlockRowMin: one thread per row, serial PAV (the CPU code).
-//  * longer rows: one thread block per row, block-parallel PAV (isotonic_rows.h
-//    ParPav* phases): each thread pools its chunk, then chunk groups are joined pairwise.
+//  * many short rows: one thread per row, serial PAV (the CPU code);
+//  * long rows, or few mid-length rows (IsotonicBlockPerRow in isotonic_launch.h): one
+//    thread block per row, block-parallel PAV (isotonic_rows.h ParPav* phases): each
+//    thread pools its chunk, then chunk groups are joined pairwise.
 //  * sorting for the fused ops: cub::DeviceRadixSort for one row, cub::DeviceSegmentedSort
 //    (stable) otherwise, on order-preserving integer keys with the index as payload, so
 //    ties keep index order like the CPU's sort.
@@ -37,7 +38,7 @@ struct DevCvt {
   static TFSORT_HD T NaN() { return QuietNaN<T>(); }
 };
 
-bool UseBlockPerRow(int64_t n) { return n >= kIsotonicBlockRowMin; }
+bool UseBlockPerRow(int64_t batch, int64_t n) { return IsotonicBlockPerRow(batch, n); }
 
 __host__ __device__ inline int ChunksFor(int n) {
   const int c = (n + kMinChunk - 1) / kMinChunk;
@@ -419,7 +420,7 @@ cudaError_t SoftForward(const T* x, double eps, T* out, int32_t* aux, int64_t ba
   TFSORT_CUDA_RETURN_IF_ERROR(SortRows<T>(x, batch, n, sign, s, cub_bytes, stream));
   const int ni = static_cast<int>(n);
   const A e = static_cast<A>(eps);
-  if (UseBlockPerRow(n)) {
+  if (UseBlockPerRow(batch, n)) {
     const unsigned int grid = RowBlocks(batch);
     if (rank && kl) {
       SoftBlockKernel<T, true, true><<<grid, kBlockThreads, 0, stream>>>(
@@ -542,7 +543,7 @@ cudaError_t LaunchIsotonic(const T* y, const T* w, T* solution, int32_t* segment
   WorkspaceCarver c(workspace);
   const Work<A> ws = CarveWork<A>(&c, batch * n);
   const int ni = static_cast<int>(n);
-  if (UseBlockPerRow(n)) {
+  if (UseBlockPerRow(batch, n)) {
     const unsigned int grid = RowBlocks(batch);
     if (kl) {
       IsotonicBlockKernel<T, true><<<grid, kBlockThreads, 0, stream>>>(
@@ -580,7 +581,7 @@ cudaError_t LaunchIsotonicL2Grad(const T* grad, const int32_t* segments, T* out,
   if (workspace_bytes < IsotonicL2GradWorkspaceBytes<T>(batch, n)) return cudaErrorInvalidValue;
   WorkspaceCarver c(workspace);
   const Work<A> ws = CarveWork<A>(&c, batch * n);
-  if (UseBlockPerRow(n)) {
+  if (UseBlockPerRow(batch, n)) {
     IsotonicGradBlockKernel<T, false><<<RowBlocks(batch), kBlockThreads, 0, stream>>>(
         grad, nullptr, nullptr, segments, out, nullptr, batch, static_cast<int>(n), false, ws);
   } else {
@@ -607,7 +608,7 @@ cudaError_t LaunchIsotonicKLGrad(const T* grad, const T* y, const T* w,
   if (workspace_bytes < IsotonicKLGradWorkspaceBytes<T>(batch, n)) return cudaErrorInvalidValue;
   WorkspaceCarver c(workspace);
   const Work<A> ws = CarveWork<A>(&c, batch * n);
-  if (UseBlockPerRow(n)) {
+  if (UseBlockPerRow(batch, n)) {
     IsotonicGradBlockKernel<T, true><<<RowBlocks(batch), kBlockThreads, 0, stream>>>(
         grad, y, w, segments, grad_y, grad_w, batch, static_cast<int>(n), adjoint, ws);
   } else {
@@ -684,7 +685,7 @@ cudaError_t LaunchSoftSortRankGrad(const T* grad, const T* values, double eps,
   const A e = static_cast<A>(eps);
   const unsigned int grid = GridFor(batch, kRowThreads);
   const int ni = static_cast<int>(n);
-  if (UseBlockPerRow(n)) {
+  if (UseBlockPerRow(batch, n)) {
     if (rank) {
       SoftGradBlockKernel<T, true><<<RowBlocks(batch), kBlockThreads, 0, stream>>>(
           grad, values, aux, perm, batch, ni, kl, descending, adjoint, e, out, ws);

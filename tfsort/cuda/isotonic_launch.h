@@ -68,9 +68,18 @@ cudaError_t LaunchSoftSortRankGrad(const T* grad, const T* values, double eps,
                                    void* workspace, size_t workspace_bytes,
                                    cudaStream_t stream);
 
-// Rows at least this long run one thread block per row (block-parallel PAV); shorter
-// rows run one thread per row.
+// Strategy by shape: one thread block per row (block-parallel PAV and VJPs) for rows of
+// at least kIsotonicBlockRowMin, and for rows of at least kIsotonicBlockRowMinFewRows when
+// there are at most kIsotonicFewRows of them (one thread per row would leave the GPU
+// idle); one thread per row (serial PAV) otherwise.
 constexpr int64_t kIsotonicBlockRowMin = 256;
+constexpr int64_t kIsotonicBlockRowMinFewRows = 64;
+constexpr int64_t kIsotonicFewRows = 4096;
+
+inline bool IsotonicBlockPerRow(int64_t batch, int64_t n) {
+  return n >= kIsotonicBlockRowMin ||
+         (n >= kIsotonicBlockRowMinFewRows && batch <= kIsotonicFewRows);
+}
 
 }  // namespace cuda
 }  // namespace tfsort
