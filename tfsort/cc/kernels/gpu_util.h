@@ -65,11 +65,19 @@ inline cudaStream_t GetGpuStream(::tensorflow::OpKernelContext* ctx) {
 }
 
 // Turns a launcher's error code into an Internal error on ctx; returns whether it was ok.
+// A driver too old for the CUDA runtime tfsort was built with gets a hint on how to fix it.
 inline bool GpuLaunchOk(::tensorflow::OpKernelContext* ctx, cudaError_t err, const char* what) {
   if (err == cudaSuccess) return true;
-  ctx->CtxFailure(::tensorflow::errors::Internal("tfsort: CUDA launch of ", what,
-                                                 " failed: ", cudaGetErrorName(err), " (",
-                                                 cudaGetErrorString(err), ")"));
+  const char* hint = "";
+  if (err == cudaErrorInsufficientDriver || err == cudaErrorCompatNotSupportedOnDevice) {
+    hint = ". tfsort's GPU kernels were built with a newer CUDA runtime than this driver "
+           "supports (CUDA 13 needs driver >= 580): update the driver, or rebuild tfsort "
+           "with a CUDA 12 nvcc (TFSORT_NVCC=...) or CPU-only (TFSORT_CUDA=0); see "
+           "docs/cuda.md";
+  }
+  ctx->CtxFailure(::tensorflow::errors::Internal(
+      "tfsort: CUDA launch of ", what, " failed: ", cudaGetErrorName(err), " (",
+      cudaGetErrorString(err), ", CUDA runtime ", CUDART_VERSION, ")", hint));
   return false;
 }
 
