@@ -58,6 +58,8 @@ class IsotonicGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y_t.shape(), &sol_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y_t.shape(), &seg_t));
     if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
     void* ws = nullptr;
     const size_t bytes = cuda::IsotonicWorkspaceBytes<S>(rs.rows, rs.n, kKL);
@@ -65,7 +67,7 @@ class IsotonicGpuOp : public OpKernel {
     const cudaError_t err = cuda::LaunchIsotonic<S>(
         GpuData<T>(y_t), kKL ? GpuData<T>(*w_t) : nullptr, GpuData<T>(sol_t),
         seg_t->flat<int32_t>().data(), rs.rows, rs.n, kKL, increasing_, ws, bytes,
-        GetGpuStream(ctx));
+        stream);
     GpuLaunchOk(ctx, err, kKL ? "IsotonicKL" : "IsotonicL2");
   }
 
@@ -88,13 +90,15 @@ class IsotonicL2GradGpuOp : public OpKernel {
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
     if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
     void* ws = nullptr;
     const size_t bytes = cuda::IsotonicL2GradWorkspaceBytes<S>(rs.rows, rs.n);
     if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
     const cudaError_t err = cuda::LaunchIsotonicL2Grad<S>(
         GpuData<T>(g_t), seg_t.flat<int32_t>().data(), GpuData<T>(out_t), rs.rows, rs.n, ws,
-        bytes, GetGpuStream(ctx));
+        bytes, stream);
     GpuLaunchOk(ctx, err, "IsotonicL2Grad");
   }
 };
@@ -122,6 +126,8 @@ class IsotonicKLGradGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &gy_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, g_t.shape(), &gw_t));
     if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
     void* ws = nullptr;
     const size_t bytes = cuda::IsotonicKLGradWorkspaceBytes<S>(rs.rows, rs.n);
@@ -129,7 +135,7 @@ class IsotonicKLGradGpuOp : public OpKernel {
     const cudaError_t err = cuda::LaunchIsotonicKLGrad<S>(
         GpuData<T>(g_t), GpuData<T>(y_t), GpuData<T>(w_t), seg_t.flat<int32_t>().data(),
         GpuData<T>(gy_t), GpuData<T>(gw_t), rs.rows, rs.n, adjoint_, ws, bytes,
-        GetGpuStream(ctx));
+        stream);
     GpuLaunchOk(ctx, err, "IsotonicKLGrad");
   }
 
@@ -174,6 +180,8 @@ class SoftSortRankGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
     if (attrs_.num_aux) OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &aux_t));
     if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
     void* ws = nullptr;
     const size_t bytes = cuda::SoftSortRankWorkspaceBytes<S>(rs.rows, rs.n);
@@ -181,7 +189,7 @@ class SoftSortRankGpuOp : public OpKernel {
     const cudaError_t err = cuda::LaunchSoftSortRank<S>(
         GpuData<T>(x_t), eps, GpuData<T>(out_t),
         aux_t ? aux_t->flat<int32_t>().data() : nullptr, rs.rows, rs.n, kRank, attrs_.kl,
-        attrs_.descending, ws, bytes, GetGpuStream(ctx));
+        attrs_.descending, ws, bytes, stream);
     GpuLaunchOk(ctx, err, kRank ? "SoftRank" : "SoftSort");
   }
 
@@ -214,6 +222,8 @@ class SoftSortRankGradGpuOp : public OpKernel {
     Tensor* out_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
     if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
     void* ws = nullptr;
     const size_t bytes =
@@ -222,7 +232,7 @@ class SoftSortRankGradGpuOp : public OpKernel {
     const cudaError_t err = cuda::LaunchSoftSortRankGrad<S>(
         GpuData<T>(g_t), GpuData<T>(x_t), eps,
         aux_t ? aux_t->flat<int32_t>().data() : nullptr, GpuData<T>(out_t), rs.rows, rs.n,
-        kRank, attrs_.kl, attrs_.descending, adjoint_, ws, bytes, GetGpuStream(ctx));
+        kRank, attrs_.kl, attrs_.descending, adjoint_, ws, bytes, stream);
     GpuLaunchOk(ctx, err, kRank ? "SoftRankGrad" : "SoftSortGrad");
   }
 
