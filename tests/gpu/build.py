@@ -8,10 +8,11 @@ against the NumPy reference from any Python with ctypes and torch (for device me
 Usage: python tests/gpu/build.py [--force]      (prints the library path)
 Environment: TFSORT_NVCC or CUDA_HOME pick nvcc (else PATH, else /usr/local/cuda/bin/nvcc);
 TFSORT_HARNESS_ARCHS (e.g. "80;90") overrides the default "native" (the visible GPU).
-Objects are rebuilt only when a source or header is newer.
+Objects are cached per flag set and rebuilt only when a source or header is newer.
 """
 
 import glob
+import hashlib
 import os
 import shlex
 import shutil
@@ -67,14 +68,22 @@ def build(force=False):
     headers += glob.glob(os.path.join(ROOT, "tfsort", "cuda", "*.cuh"))
     headers += glob.glob(os.path.join(ROOT, "tfsort", "cc", "kernels", "*.h"))
     flags = ["-x", "cu", "-std=c++17", "-O3", "-I" + ROOT, "-Xcompiler", "-fPIC"] + _arch_flags()
-    os.makedirs(OUT_DIR, exist_ok=True)
+    # Objects are cached per compiler and flag set, so changing the architectures rebuilds.
+    key = hashlib.sha1(" ".join([nvcc] + flags).encode()).hexdigest()[:10]
+    obj_dir = os.path.join(OUT_DIR, "obj-" + key)
+    os.makedirs(obj_dir, exist_ok=True)
     objects = []
     for src in sources:
-        obj = os.path.join(OUT_DIR, os.path.basename(src) + ".o")
+        obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
         if force or _newer(obj, [src] + headers):
             _run([nvcc, "-c", src, "-o", obj] + flags)
         objects.append(obj)
-    if force or _newer(LIB, objects):
+    stamp = os.path.join(OUT_DIR, "objects.txt")  # relink when the object set changes
+    listing = "\n".join(objects)
+    if not os.path.exists(stamp) or open(stamp).read() != listing:
+        with open(stamp, "w") as f:
+            f.write(listing)
+    if force or _newer(LIB, objects + [stamp]):
         # nvcc links the CUDA runtime statically by default: the library needs only the driver.
         _run([nvcc, "-shared", "-o", LIB + ".tmp"] + objects + _arch_flags())
         os.replace(LIB + ".tmp", LIB)
