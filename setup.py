@@ -13,6 +13,12 @@ Why a hand-written build step instead of a plain setuptools Extension:
   during development recompiles only what changed, two files at a time.
 * The library records the TensorFlow version it was built against in tfsort/_build_info.py;
   tfsort/_ops.py refuses to load it under another version and says how to rebuild.
+* CUDA (docs/cuda.md): when a CUDA compiler is found, every tfsort/cuda/*.cu.cc is compiled
+  by nvcc (sm_80, sm_90 and compute_90 PTX) into the same library, every .cc gets
+  -DTFSORT_WITH_CUDA=1, and the CUDA runtime is linked statically with its symbols hidden,
+  so the library still imports where there is no GPU, driver or libcudart. TFSORT_CUDA=0
+  forces a CPU-only build; TFSORT_NVCC or CUDA_HOME pick the compiler; TFSORT_CUDA_ARCHS
+  (e.g. "80;90") overrides the architectures.
 """
 
 import glob
@@ -20,6 +26,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -87,9 +94,95 @@ def _run(cmd):
     subprocess.check_call(cmd)
 
 
-def build_library(out_path, cfg=None, jobs=None):
-    """Compiles every tfsort/cc/**/*.cc into one shared library at ``out_path``."""
+def find_nvcc():
+    """Returns (nvcc path or None, reason). TFSORT_CUDA=0 forces a CPU-only build."""
+    if os.environ.get("TFSORT_CUDA", "").strip().lower() in ("0", "false", "no", "off"):
+        return None, "TFSORT_CUDA=0"
+    candidates = []
+    if os.environ.get("TFSORT_NVCC"):
+        candidates.append(os.environ["TFSORT_NVCC"])
+    if os.environ.get("CUDA_HOME"):
+        candidates.append(os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc"))
+    found = shutil.which("nvcc")
+    if found:
+        candidates.append(found)
+    candidates.append("/usr/local/cuda/bin/nvcc")
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c, c
+    return None, "no CUDA compiler found (set TFSORT_NVCC or CUDA_HOME to use one)"
+
+
+def _cuda_home(nvcc):
+    """Returns (toolkit root, libcudart_static.a) for nvcc, or (None, None).
+
+    nvcc may be a wrapper script (e.g. /usr/local/bin/nvcc), so besides CUDA_HOME and the
+    directory above nvcc, ask nvcc itself where its toolkit is (TOP in --dryrun output).
+    """
+    homes = []
+    if os.environ.get("CUDA_HOME"):
+        homes.append(os.environ["CUDA_HOME"])
+    homes.append(os.path.dirname(os.path.dirname(nvcc)))
+    try:
+        proc = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                              capture_output=True, text=True, check=False, timeout=60)
+        for line in (proc.stdout + proc.stderr).splitlines():
+            if line.startswith("#$ TOP="):
+                homes.append(os.path.normpath(line[len("#$ TOP="):].strip()))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    homes.append("/usr/local/cuda")
+    for home in homes:
+        if not os.path.exists(os.path.join(home, "include", "cuda_runtime_api.h")):
+            continue
+        for lib in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
+            cand = os.path.join(home, lib, "libcudart_static.a")
+            if os.path.exists(cand):
+                return home, cand
+    return None, None
+
+
+def cuda_config():
+    """Compiler, flags and link inputs of the CUDA part of the build, or None (CPU-only)."""
+    nvcc, why = find_nvcc()
+    if nvcc is None:
+        print("tfsort: CPU-only build (%s)" % why, flush=True)
+        return None
+    home, static_rt = _cuda_home(nvcc)
+    if static_rt is None:
+        print("tfsort: CPU-only build (no CUDA toolkit with include/cuda_runtime_api.h and "
+              "libcudart_static.a next to %s; set CUDA_HOME)" % nvcc, flush=True)
+        return None
+    include = os.path.join(home, "include")
+    archs = os.environ.get("TFSORT_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
+    archs = [a.strip() for a in archs if a.strip()]
+    gencode = []
+    for a in archs:
+        gencode += ["-gencode", "arch=compute_%s,code=sm_%s" % (a, a)]
+    gencode += ["-gencode", "arch=compute_%s,code=compute_%s" % (archs[-1], archs[-1])]
+    flags = (
+        ["-x", "cu", "-std=c++17", "-O3", "-I" + ROOT, "-DTFSORT_WITH_CUDA=1"]
+        + gencode
+        + ["-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden"]
+    )
+    print("tfsort: CUDA build with %s (sm_%s + compute_%s PTX, static CUDA runtime)"
+          % (nvcc, ", sm_".join(archs), archs[-1]), flush=True)
+    return {
+        "nvcc": nvcc,
+        "include": include,
+        "flags": flags,
+        "link": [static_rt, "-Wl,--exclude-libs,libcudart_static.a", "-ldl", "-lrt",
+                 "-lpthread"],
+    }
+
+
+def build_library(out_path, cfg=None, jobs=None, cuda=False):
+    """Compiles every tfsort/cc/**/*.cc (and, with CUDA, tfsort/cuda/**/*.cu.cc) into one
+    shared library at ``out_path``. ``cuda``: False to decide from the environment
+    (cuda_config), or a cuda_config() result / None."""
     cfg = cfg or find_tensorflow()
+    if cuda is False:
+        cuda = cuda_config()
     cxx = os.environ.get("CXX", "g++")
     opt = os.environ.get("TFSORT_OPT_FLAGS", "-O3").split()
     cflags = (
@@ -99,6 +192,8 @@ def build_library(out_path, cfg=None, jobs=None):
         + WARNING_FLAGS
         + ['-DTFSORT_TF_VERSION="%s"' % cfg["version"]]
     )
+    if cuda:
+        cflags += ["-DTFSORT_WITH_CUDA=1", "-isystem", cuda["include"]]
     sources = _sources("cc/**/*.cc")
     headers = _sources("cc/**/*.h") + _sources("cuda/**/*.h")
     key = hashlib.sha1(" ".join([cxx] + cflags).encode()).hexdigest()[:10]
@@ -112,13 +207,30 @@ def build_library(out_path, cfg=None, jobs=None):
             _run([cxx, "-c", src, "-o", obj] + cflags)
         return obj
 
+    cu_sources = _sources("cuda/**/*.cu.cc") if cuda else []
+    if cuda:
+        cu_key = hashlib.sha1(" ".join([cuda["nvcc"]] + cuda["flags"]).encode()).hexdigest()[:10]
+        cu_dir = os.path.join(ROOT, "build", "cuobj-" + cu_key)
+        os.makedirs(cu_dir, exist_ok=True)
+        cu_headers = headers + _sources("cuda/**/*.cuh")
+
+    def compile_cu(src):
+        rel = os.path.relpath(src, ROOT).replace(os.sep, "_")
+        obj = os.path.join(cu_dir, rel + ".o")
+        if _newer(obj, [src] + cu_headers):
+            _run([cuda["nvcc"], "-c", src, "-o", obj] + cuda["flags"])
+        return obj
+
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
-        objects = list(pool.map(compile_one, sources))
+        cu_objects = list(pool.map(compile_cu, cu_sources))
+        objects = list(pool.map(compile_one, sources)) + cu_objects
 
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     tmp = out_path + ".tmp"
-    _run([cxx, "-shared", "-o", tmp] + objects + cfg["link_flags"] + ["-Wl,-O1"])
+    link = cuda["link"] if cuda else []
+    _run([cxx, "-shared", "-o", tmp] + objects + cfg["link_flags"] + link + ["-Wl,-O1"])
     os.replace(tmp, out_path)
+    cfg["with_cuda"] = bool(cuda)
     write_build_info(os.path.dirname(os.path.abspath(out_path)), cfg)
     return out_path
 
@@ -128,7 +240,7 @@ def write_build_info(package_dir, cfg):
     with open(os.path.join(package_dir, "_build_info.py"), "w") as f:
         f.write(
             "# Generated by setup.py: the TensorFlow this library was compiled against.\n"
-            "TF_VERSION = %r\nCUDA = False\n" % cfg["version"]
+            "TF_VERSION = %r\nCUDA = %r\n" % (cfg["version"], bool(cfg.get("with_cuda")))
         )
 
 

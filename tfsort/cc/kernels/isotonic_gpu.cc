@@ -1,0 +1,289 @@
+// GPU kernels for the isotonic-regression family (see ../ops/isotonic_ops.cc and the CPU
+// kernels in isotonic_kernels.cc, whose validation and op contract these mirror). Each
+// kernel validates, allocates outputs and workspace through TF, and forwards raw device
+// pointers to the TF-free launchers in tfsort/cuda/isotonic_launch.h on the op's stream.
+// Scalar float64 inputs (regularization_strength) live in host memory.
+
+#if TFSORT_WITH_CUDA
+
+#include <string>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tfsort/cc/kernels/gpu_util.h"
+#include "tfsort/cc/kernels/kernel_util.h"
+#include "tfsort/cuda/isotonic_launch.h"
+
+namespace tfsort {
+
+using ::tensorflow::DEVICE_GPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::errors::InvalidArgument;
+
+namespace {
+
+bool ParseRegularizationGpu(OpKernelConstruction* ctx, bool* kl) {
+  std::string reg;
+  if (!Ok(ctx, ctx->GetAttr("regularization", &reg))) return false;
+  if (reg != "l2" && reg != "kl") {
+    ctx->CtxFailure(InvalidArgument("regularization must be 'l2' or 'kl', got '", reg, "'"));
+    return false;
+  }
+  *kl = reg == "kl";
+  return true;
+}
+
+template <typename T, bool kKL>
+class IsotonicGpuOp : public OpKernel {
+ public:
+  explicit IsotonicGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("increasing", &increasing_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using S = typename GpuStorage<T>::type;
+    const Tensor& y_t = ctx->input(0);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(y_t, "y", &rs));
+    const Tensor* w_t = nullptr;
+    if (kKL) {
+      w_t = &ctx->input(1);
+      OP_REQUIRES_OK(ctx, CheckSameShape(y_t, "y", *w_t, "w"));
+    }
+    Tensor* sol_t = nullptr;
+    Tensor* seg_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y_t.shape(), &sol_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y_t.shape(), &seg_t));
+    if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
+    Tensor ws_t;
+    void* ws = nullptr;
+    const size_t bytes = cuda::IsotonicWorkspaceBytes<S>(rs.rows, rs.n, kKL);
+    if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
+    const cudaError_t err = cuda::LaunchIsotonic<S>(
+        GpuData<T>(y_t), kKL ? GpuData<T>(*w_t) : nullptr, GpuData<T>(sol_t),
+        seg_t->flat<int32_t>().data(), rs.rows, rs.n, kKL, increasing_, ws, bytes,
+        stream);
+    GpuLaunchOk(ctx, err, kKL ? "IsotonicKL" : "IsotonicL2");
+  }
+
+ private:
+  bool increasing_ = false;
+};
+
+template <typename T>
+class IsotonicL2GradGpuOp : public OpKernel {
+ public:
+  explicit IsotonicL2GradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    using S = typename GpuStorage<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& seg_t = ctx->input(1);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
+    if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
+    Tensor ws_t;
+    void* ws = nullptr;
+    const size_t bytes = cuda::IsotonicL2GradWorkspaceBytes<S>(rs.rows, rs.n);
+    if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
+    const cudaError_t err = cuda::LaunchIsotonicL2Grad<S>(
+        GpuData<T>(g_t), seg_t.flat<int32_t>().data(), GpuData<T>(out_t), rs.rows, rs.n, ws,
+        bytes, stream);
+    GpuLaunchOk(ctx, err, "IsotonicL2Grad");
+  }
+};
+
+template <typename T>
+class IsotonicKLGradGpuOp : public OpKernel {
+ public:
+  explicit IsotonicKLGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using S = typename GpuStorage<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& y_t = ctx->input(1);
+    const Tensor& w_t = ctx->input(2);
+    const Tensor& seg_t = ctx->input(3);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", y_t, "y"));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", w_t, "w"));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
+    Tensor* gy_t = nullptr;
+    Tensor* gw_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &gy_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, g_t.shape(), &gw_t));
+    if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
+    Tensor ws_t;
+    void* ws = nullptr;
+    const size_t bytes = cuda::IsotonicKLGradWorkspaceBytes<S>(rs.rows, rs.n);
+    if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
+    const cudaError_t err = cuda::LaunchIsotonicKLGrad<S>(
+        GpuData<T>(g_t), GpuData<T>(y_t), GpuData<T>(w_t), seg_t.flat<int32_t>().data(),
+        GpuData<T>(gy_t), GpuData<T>(gw_t), rs.rows, rs.n, adjoint_, ws, bytes,
+        stream);
+    GpuLaunchOk(ctx, err, "IsotonicKLGrad");
+  }
+
+ private:
+  bool adjoint_ = false;
+};
+
+// Attributes of the fused ops, parsed and validated as in the CPU kernels.
+struct SoftGpuAttrs {
+  bool kl = false;
+  bool descending = false;
+  int num_aux = 1;
+};
+
+bool ReadSoftGpuAttrs(OpKernelConstruction* ctx, SoftGpuAttrs* a) {
+  if (!ParseRegularizationGpu(ctx, &a->kl)) return false;
+  if (!Ok(ctx, ctx->GetAttr("descending", &a->descending))) return false;
+  if (!Ok(ctx, ctx->GetAttr("num_aux", &a->num_aux))) return false;
+  if (a->num_aux != 0 && a->num_aux != 1) {
+    ctx->CtxFailure(InvalidArgument("num_aux must be 0 or 1, got ", a->num_aux));
+    return false;
+  }
+  return true;
+}
+
+template <typename T, bool kRank>
+class SoftSortRankGpuOp : public OpKernel {
+ public:
+  explicit SoftSortRankGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadSoftGpuAttrs(ctx, &attrs_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using S = typename GpuStorage<T>::type;
+    const Tensor& x_t = ctx->input(0);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(1), "regularization_strength", &eps));
+    Tensor* out_t = nullptr;
+    Tensor* aux_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
+    if (attrs_.num_aux) OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &aux_t));
+    if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
+    Tensor ws_t;
+    void* ws = nullptr;
+    const size_t bytes = cuda::SoftSortRankWorkspaceBytes<S>(rs.rows, rs.n);
+    if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
+    const cudaError_t err = cuda::LaunchSoftSortRank<S>(
+        GpuData<T>(x_t), eps, GpuData<T>(out_t),
+        aux_t ? aux_t->flat<int32_t>().data() : nullptr, rs.rows, rs.n, kRank, attrs_.kl,
+        attrs_.descending, ws, bytes, stream);
+    GpuLaunchOk(ctx, err, kRank ? "SoftRank" : "SoftSort");
+  }
+
+ private:
+  SoftGpuAttrs attrs_;
+};
+
+template <typename T, bool kRank>
+class SoftSortRankGradGpuOp : public OpKernel {
+ public:
+  explicit SoftSortRankGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    if (!ReadSoftGpuAttrs(ctx, &attrs_)) return;
+    if (!kRank) OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using S = typename GpuStorage<T>::type;
+    const Tensor& g_t = ctx->input(0);
+    const Tensor& x_t = ctx->input(1);
+    RowShape rs;
+    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
+    double eps = 1.0;
+    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
+    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
+    const Tensor* aux_t = nullptr;
+    if (attrs_.num_aux) {
+      aux_t = &ctx->input(3);
+      OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", *aux_t, "aux"));
+    }
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
+    if (rs.rows == 0) return;
+    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+    const cudaStream_t stream = GetGpuStream(ctx);
+    Tensor ws_t;
+    void* ws = nullptr;
+    const size_t bytes =
+        cuda::SoftSortRankGradWorkspaceBytes<S>(rs.rows, rs.n, aux_t != nullptr);
+    if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
+    const cudaError_t err = cuda::LaunchSoftSortRankGrad<S>(
+        GpuData<T>(g_t), GpuData<T>(x_t), eps,
+        aux_t ? aux_t->flat<int32_t>().data() : nullptr, GpuData<T>(out_t), rs.rows, rs.n,
+        kRank, attrs_.kl, attrs_.descending, adjoint_, ws, bytes, stream);
+    GpuLaunchOk(ctx, err, kRank ? "SoftRankGrad" : "SoftSortGrad");
+  }
+
+ private:
+  SoftGpuAttrs attrs_;
+  bool adjoint_ = false;
+};
+
+}  // namespace
+
+#define TFSORT_REGISTER_ISOTONIC_GPU(T)                                                   \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("TFSort>IsotonicL2").Device(DEVICE_GPU).TypeConstraint<T>("T"),                \
+      IsotonicGpuOp<T, false>);                                                           \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("TFSort>IsotonicKL").Device(DEVICE_GPU).TypeConstraint<T>("T"),                \
+      IsotonicGpuOp<T, true>);                                                            \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("TFSort>IsotonicL2Grad").Device(DEVICE_GPU).TypeConstraint<T>("T"),            \
+      IsotonicL2GradGpuOp<T>);                                                            \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("TFSort>IsotonicKLGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),            \
+      IsotonicKLGradGpuOp<T>);                                                            \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftRank")                                         \
+                              .Device(DEVICE_GPU)                                         \
+                              .TypeConstraint<T>("T")                                     \
+                              .HostMemory("regularization_strength"),                     \
+                          SoftSortRankGpuOp<T, true>);                                    \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftSort")                                         \
+                              .Device(DEVICE_GPU)                                         \
+                              .TypeConstraint<T>("T")                                     \
+                              .HostMemory("regularization_strength"),                     \
+                          SoftSortRankGpuOp<T, false>);                                   \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftRankGrad")                                     \
+                              .Device(DEVICE_GPU)                                         \
+                              .TypeConstraint<T>("T")                                     \
+                              .HostMemory("regularization_strength"),                     \
+                          SoftSortRankGradGpuOp<T, true>);                                \
+  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftSortGrad")                                     \
+                              .Device(DEVICE_GPU)                                         \
+                              .TypeConstraint<T>("T")                                     \
+                              .HostMemory("regularization_strength"),                     \
+                          SoftSortRankGradGpuOp<T, false>);
+
+TFSORT_REGISTER_ISOTONIC_GPU(Eigen::half)
+TFSORT_REGISTER_ISOTONIC_GPU(Eigen::bfloat16)
+TFSORT_REGISTER_ISOTONIC_GPU(float)
+TFSORT_REGISTER_ISOTONIC_GPU(double)
+
+#undef TFSORT_REGISTER_ISOTONIC_GPU
+
+}  // namespace tfsort
+
+#endif  // TFSORT_WITH_CUDA
