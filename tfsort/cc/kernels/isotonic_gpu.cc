@@ -1,16 +1,15 @@
-// GPU kernels for the isotonic-regression family (see ../ops/isotonic_ops.cc and the CPU
-// kernels in isotonic_kernels.cc, whose validation and op contract these mirror). Each
-// kernel validates, allocates outputs and workspace through TF, and forwards raw device
-// pointers to the TF-free launchers in tfsort/cuda/isotonic_launch.h on the op's stream.
-// Scalar float64 inputs (regularization_strength) live in host memory.
+// GPU kernels for the isotonic-regression family (see ../ops/isotonic_ops.cc). They share
+// validation and output allocation with the CPU kernels (isotonic_kernel_util.h), allocate
+// workspace through TF, and forward raw device pointers to the TF-free launchers in
+// tfsort/cuda/isotonic_launch.h on the op's stream. Scalar float64 inputs
+// (regularization_strength) live in host memory.
 
 #if TFSORT_WITH_CUDA
-
-#include <string>
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tfsort/cc/kernels/gpu_util.h"
+#include "tfsort/cc/kernels/isotonic_kernel_util.h"
 #include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cuda/isotonic_launch.h"
 
@@ -21,20 +20,10 @@ using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
-using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
-bool ParseRegularizationGpu(OpKernelConstruction* ctx, bool* kl) {
-  std::string reg;
-  if (!Ok(ctx, ctx->GetAttr("regularization", &reg))) return false;
-  if (reg != "l2" && reg != "kl") {
-    ctx->CtxFailure(InvalidArgument("regularization must be 'l2' or 'kl', got '", reg, "'"));
-    return false;
-  }
-  *kl = reg == "kl";
-  return true;
-}
+using isokernels::SoftAttrs;
 
 template <typename T, bool kKL>
 class IsotonicGpuOp : public OpKernel {
@@ -45,19 +34,12 @@ class IsotonicGpuOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using S = typename GpuStorage<T>::type;
-    const Tensor& y_t = ctx->input(0);
     RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(y_t, "y", &rs));
-    const Tensor* w_t = nullptr;
-    if (kKL) {
-      w_t = &ctx->input(1);
-      OP_REQUIRES_OK(ctx, CheckSameShape(y_t, "y", *w_t, "w"));
-    }
     Tensor* sol_t = nullptr;
     Tensor* seg_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y_t.shape(), &sol_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y_t.shape(), &seg_t));
-    if (rs.rows == 0) return;
+    if (!isokernels::PrepareIsotonic(ctx, kKL, &rs, &sol_t, &seg_t) || rs.rows == 0) return;
+    const Tensor& y_t = ctx->input(0);
+    const Tensor* w_t = kKL ? &ctx->input(1) : nullptr;
     // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
     const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
@@ -82,14 +64,11 @@ class IsotonicL2GradGpuOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using S = typename GpuStorage<T>::type;
+    RowShape rs;
+    Tensor* out_t = nullptr;
+    if (!isokernels::PrepareIsotonicL2Grad(ctx, &rs, &out_t) || rs.rows == 0) return;
     const Tensor& g_t = ctx->input(0);
     const Tensor& seg_t = ctx->input(1);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    if (rs.rows == 0) return;
     // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
     const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
@@ -112,20 +91,14 @@ class IsotonicKLGradGpuOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using S = typename GpuStorage<T>::type;
+    RowShape rs;
+    Tensor* gy_t = nullptr;
+    Tensor* gw_t = nullptr;
+    if (!isokernels::PrepareIsotonicKLGrad(ctx, &rs, &gy_t, &gw_t) || rs.rows == 0) return;
     const Tensor& g_t = ctx->input(0);
     const Tensor& y_t = ctx->input(1);
     const Tensor& w_t = ctx->input(2);
     const Tensor& seg_t = ctx->input(3);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", y_t, "y"));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", w_t, "w"));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
-    Tensor* gy_t = nullptr;
-    Tensor* gw_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &gy_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, g_t.shape(), &gw_t));
-    if (rs.rows == 0) return;
     // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
     const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
@@ -143,43 +116,23 @@ class IsotonicKLGradGpuOp : public OpKernel {
   bool adjoint_ = false;
 };
 
-// Attributes of the fused ops, parsed and validated as in the CPU kernels.
-struct SoftGpuAttrs {
-  bool kl = false;
-  bool descending = false;
-  int num_aux = 1;
-};
-
-bool ReadSoftGpuAttrs(OpKernelConstruction* ctx, SoftGpuAttrs* a) {
-  if (!ParseRegularizationGpu(ctx, &a->kl)) return false;
-  if (!Ok(ctx, ctx->GetAttr("descending", &a->descending))) return false;
-  if (!Ok(ctx, ctx->GetAttr("num_aux", &a->num_aux))) return false;
-  if (a->num_aux != 0 && a->num_aux != 1) {
-    ctx->CtxFailure(InvalidArgument("num_aux must be 0 or 1, got ", a->num_aux));
-    return false;
-  }
-  return true;
-}
-
 template <typename T, bool kRank>
 class SoftSortRankGpuOp : public OpKernel {
  public:
   explicit SoftSortRankGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadSoftGpuAttrs(ctx, &attrs_);
+    isokernels::ReadSoftAttrs(ctx, &attrs_);
   }
 
   void Compute(OpKernelContext* ctx) override {
     using S = typename GpuStorage<T>::type;
-    const Tensor& x_t = ctx->input(0);
     RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
     double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(1), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     Tensor* aux_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
-    if (attrs_.num_aux) OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &aux_t));
-    if (rs.rows == 0) return;
+    if (!isokernels::PrepareSoft(ctx, attrs_, &rs, &eps, &out_t, &aux_t) || rs.rows == 0) {
+      return;
+    }
+    const Tensor& x_t = ctx->input(0);
     // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
     const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
@@ -194,34 +147,28 @@ class SoftSortRankGpuOp : public OpKernel {
   }
 
  private:
-  SoftGpuAttrs attrs_;
+  SoftAttrs attrs_;
 };
 
 template <typename T, bool kRank>
 class SoftSortRankGradGpuOp : public OpKernel {
  public:
   explicit SoftSortRankGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    if (!ReadSoftGpuAttrs(ctx, &attrs_)) return;
+    if (!isokernels::ReadSoftAttrs(ctx, &attrs_)) return;
     if (!kRank) OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
   }
 
   void Compute(OpKernelContext* ctx) override {
     using S = typename GpuStorage<T>::type;
+    RowShape rs;
+    double eps = 1.0;
+    const Tensor* aux_t = nullptr;
+    Tensor* out_t = nullptr;
+    if (!isokernels::PrepareSoftGrad(ctx, attrs_, &rs, &eps, &aux_t, &out_t) || rs.rows == 0) {
+      return;
+    }
     const Tensor& g_t = ctx->input(0);
     const Tensor& x_t = ctx->input(1);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
-    const Tensor* aux_t = nullptr;
-    if (attrs_.num_aux) {
-      aux_t = &ctx->input(3);
-      OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", *aux_t, "aux"));
-    }
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
-    if (rs.rows == 0) return;
     // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
     const cudaStream_t stream = GetGpuStream(ctx);
     Tensor ws_t;
@@ -237,7 +184,7 @@ class SoftSortRankGradGpuOp : public OpKernel {
   }
 
  private:
-  SoftGpuAttrs attrs_;
+  SoftAttrs attrs_;
   bool adjoint_ = false;
 };
 

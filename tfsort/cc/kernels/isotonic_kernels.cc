@@ -13,6 +13,7 @@
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tfsort/cc/kernels/isotonic.h"
+#include "tfsort/cc/kernels/isotonic_kernel_util.h"
 #include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/sort_util.h"
 
@@ -27,6 +28,7 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
+using isokernels::SoftAttrs;
 using sort_util::Scratch;
 
 inline int64_t SortCost(int n) {
@@ -46,17 +48,6 @@ struct RowBuffers {
   isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
 };
 
-bool ParseRegularization(OpKernelConstruction* ctx, bool* kl) {
-  std::string reg;
-  if (!Ok(ctx, ctx->GetAttr("regularization", &reg))) return false;
-  if (reg != "l2" && reg != "kl") {
-    ctx->CtxFailure(InvalidArgument("regularization must be 'l2' or 'kl', got '", reg, "'"));
-    return false;
-  }
-  *kl = reg == "kl";
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------
 // IsotonicL2 / IsotonicKL
 
@@ -69,19 +60,12 @@ class IsotonicOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
-    const Tensor& y_t = ctx->input(0);
     RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(y_t, "y", &rs));
-    const Tensor* w_t = nullptr;
-    if (kKL) {
-      w_t = &ctx->input(1);
-      OP_REQUIRES_OK(ctx, CheckSameShape(y_t, "y", *w_t, "w"));
-    }
     Tensor* sol_t = nullptr;
     Tensor* seg_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y_t.shape(), &sol_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, y_t.shape(), &seg_t));
-    if (rs.rows == 0) return;
+    if (!isokernels::PrepareIsotonic(ctx, kKL, &rs, &sol_t, &seg_t) || rs.rows == 0) return;
+    const Tensor& y_t = ctx->input(0);
+    const Tensor* w_t = kKL ? &ctx->input(1) : nullptr;
     const int n = rs.n;
     const T* y = y_t.flat<T>().data();
     const T* w = kKL ? w_t->flat<T>().data() : nullptr;
@@ -137,14 +121,11 @@ class IsotonicL2GradOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
+    RowShape rs;
+    Tensor* out_t = nullptr;
+    if (!isokernels::PrepareIsotonicL2Grad(ctx, &rs, &out_t) || rs.rows == 0) return;
     const Tensor& g_t = ctx->input(0);
     const Tensor& seg_t = ctx->input(1);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    if (rs.rows == 0) return;
     const int n = rs.n;
     const T* g = g_t.flat<T>().data();
     const int32_t* seg = seg_t.flat<int32_t>().data();
@@ -176,20 +157,14 @@ class IsotonicKLGradOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
+    RowShape rs;
+    Tensor* gy_t = nullptr;
+    Tensor* gw_t = nullptr;
+    if (!isokernels::PrepareIsotonicKLGrad(ctx, &rs, &gy_t, &gw_t) || rs.rows == 0) return;
     const Tensor& g_t = ctx->input(0);
     const Tensor& y_t = ctx->input(1);
     const Tensor& w_t = ctx->input(2);
     const Tensor& seg_t = ctx->input(3);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", y_t, "y"));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", w_t, "w"));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", seg_t, "segments"));
-    Tensor* gy_t = nullptr;
-    Tensor* gw_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &gy_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, g_t.shape(), &gw_t));
-    if (rs.rows == 0) return;
     const int n = rs.n;
     const bool adjoint = adjoint_;
     const T* g = g_t.flat<T>().data();
@@ -231,16 +206,6 @@ class IsotonicKLGradOp : public OpKernel {
 // ---------------------------------------------------------------------------------------
 // Fused SoftRank / SoftSort.
 
-struct SoftAttrs {
-  bool kl = false;
-  bool descending = false;
-};
-
-bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
-  if (!ParseRegularization(ctx, &a->kl)) return false;
-  return Ok(ctx, ctx->GetAttr("descending", &a->descending));
-}
-
 // The backward pass needs, per row, the sorting permutation and the PAV blocks. They
 // travel in one packed int32 tensor ("aux"): the input index of each sorted position in
 // the low 31 bits and a block-start flag in the sign bit; a non-finite row is all -1.
@@ -271,11 +236,6 @@ inline int UnpackAux(const int32_t* aux, int n, int32_t* perm, int32_t* seg) {
   }
   return 1;
 }
-
-struct SoftAttrs2 {
-  SoftAttrs base;
-  int num_aux = 1;  // 0 or 1: whether the forward op emits the packed aux tensor
-};
 
 // v / eps for every element of a row, bit for bit. Multiplying by 1 / eps gives the same
 // correctly rounded result when eps is a power of two (1 / eps is then exact), and is
@@ -339,40 +299,28 @@ bool SoftRow(const T* xr, int n, const SoftAttrs& at, const Divisor<typename Acc
   return true;
 }
 
-bool ReadSoftAttrs2(OpKernelConstruction* ctx, SoftAttrs2* a) {
-  if (!ReadSoftAttrs(ctx, &a->base)) return false;
-  if (!Ok(ctx, ctx->GetAttr("num_aux", &a->num_aux))) return false;
-  if (a->num_aux != 0 && a->num_aux != 1) {
-    ctx->CtxFailure(InvalidArgument("num_aux must be 0 or 1, got ", a->num_aux));
-    return false;
-  }
-  return true;
-}
-
 template <typename T, bool kRank>
 class SoftSortRankOp : public OpKernel {
  public:
   explicit SoftSortRankOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadSoftAttrs2(ctx, &attrs_);
+    isokernels::ReadSoftAttrs(ctx, &attrs_);
   }
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
-    const Tensor& x_t = ctx->input(0);
     RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(x_t, "values", &rs));
     double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(1), "regularization_strength", &eps));
     Tensor* out_t = nullptr;
     Tensor* aux_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
-    if (attrs_.num_aux) OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &aux_t));
-    if (rs.rows == 0) return;
+    if (!isokernels::PrepareSoft(ctx, attrs_, &rs, &eps, &out_t, &aux_t) || rs.rows == 0) {
+      return;
+    }
+    const Tensor& x_t = ctx->input(0);
     const int n = rs.n;
     const T* x = x_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
     int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
-    const SoftAttrs at = attrs_.base;
+    const SoftAttrs at = attrs_;
     const Divisor<A> div(static_cast<A>(eps));
     ForRows(ctx, rs.rows, SortCost(n) + 30 * n, [&](int64_t begin, int64_t end) {
       RowBuffers<A> buf(n);
@@ -391,40 +339,34 @@ class SoftSortRankOp : public OpKernel {
   }
 
  private:
-  SoftAttrs2 attrs_;
+  SoftAttrs attrs_;
 };
 
 template <typename T, bool kRank>
 class SoftSortRankGradOp : public OpKernel {
  public:
   explicit SoftSortRankGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    if (!ReadSoftAttrs2(ctx, &attrs_)) return;
+    if (!isokernels::ReadSoftAttrs(ctx, &attrs_)) return;
     if (!kRank) OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
   }
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
+    RowShape rs;
+    double eps = 1.0;
+    const Tensor* aux_t = nullptr;
+    Tensor* out_t = nullptr;
+    if (!isokernels::PrepareSoftGrad(ctx, attrs_, &rs, &eps, &aux_t, &out_t) || rs.rows == 0) {
+      return;
+    }
     const Tensor& g_t = ctx->input(0);
     const Tensor& x_t = ctx->input(1);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", x_t, "values"));
-    const Tensor* aux_t = nullptr;
-    if (attrs_.num_aux) {
-      aux_t = &ctx->input(3);
-      OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", *aux_t, "aux"));
-    }
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g_t.shape(), &out_t));
-    if (rs.rows == 0) return;
     const int n = rs.n;
     const T* g = g_t.flat<T>().data();
     const T* x = x_t.flat<T>().data();
     const int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
     T* out = out_t->flat<T>().data();
-    const SoftAttrs at = attrs_.base;
+    const SoftAttrs at = attrs_;
     const bool adjoint = adjoint_;
     const Divisor<A> div(static_cast<A>(eps));
     const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
@@ -494,7 +436,7 @@ class SoftSortRankGradOp : public OpKernel {
   }
 
  private:
-  SoftAttrs2 attrs_;
+  SoftAttrs attrs_;
   bool adjoint_ = false;
 };
 

@@ -1,0 +1,130 @@
+// Attribute parsing, input validation and output allocation shared by the CPU and GPU
+// kernels of the isotonic family (isotonic_kernels.cc, isotonic_gpu.cc), so that both
+// devices honour one op contract and reject bad input with the same messages. Each Prepare*
+// function validates one op's inputs and allocates its outputs; it returns false after
+// recording the error on ctx.
+
+#ifndef TFSORT_CC_KERNELS_ISOTONIC_KERNEL_UTIL_H_
+#define TFSORT_CC_KERNELS_ISOTONIC_KERNEL_UTIL_H_
+
+#include <string>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tfsort/cc/kernels/kernel_util.h"
+
+namespace tfsort {
+namespace isokernels {
+
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+
+inline bool ParseRegularization(OpKernelConstruction* ctx, bool* kl) {
+  std::string reg;
+  if (!Ok(ctx, ctx->GetAttr("regularization", &reg))) return false;
+  if (reg != "l2" && reg != "kl") {
+    ctx->CtxFailure(::tensorflow::errors::InvalidArgument(
+        "regularization must be 'l2' or 'kl', got '", reg, "'"));
+    return false;
+  }
+  *kl = reg == "kl";
+  return true;
+}
+
+// The fused SoftRank / SoftSort (and their Grad) attributes.
+struct SoftAttrs {
+  bool kl = false;
+  bool descending = false;
+  int num_aux = 1;  // 0 or 1: whether the forward op emits the packed aux tensor
+};
+
+inline bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
+  if (!ParseRegularization(ctx, &a->kl)) return false;
+  if (!Ok(ctx, ctx->GetAttr("descending", &a->descending))) return false;
+  if (!Ok(ctx, ctx->GetAttr("num_aux", &a->num_aux))) return false;
+  if (a->num_aux != 0 && a->num_aux != 1) {
+    ctx->CtxFailure(
+        ::tensorflow::errors::InvalidArgument("num_aux must be 0 or 1, got ", a->num_aux));
+    return false;
+  }
+  return true;
+}
+
+#define TFSORT_PREPARE_OK(ctx, expr)  \
+  do {                                \
+    const auto _s = (expr);           \
+    if (!_s.ok()) {                   \
+      (ctx)->CtxFailure(_s);          \
+      return false;                   \
+    }                                 \
+  } while (0)
+
+// IsotonicL2 (kl = false) / IsotonicKL: y [, w] -> solution (may reuse y), segments.
+inline bool PrepareIsotonic(OpKernelContext* ctx, bool kl, RowShape* rs, Tensor** sol,
+                            Tensor** seg) {
+  const Tensor& y = ctx->input(0);
+  TFSORT_PREPARE_OK(ctx, GetRowShape(y, "y", rs));
+  if (kl) TFSORT_PREPARE_OK(ctx, CheckSameShape(y, "y", ctx->input(1), "w"));
+  TFSORT_PREPARE_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y.shape(), sol));
+  TFSORT_PREPARE_OK(ctx, ctx->allocate_output(1, y.shape(), seg));
+  return true;
+}
+
+// IsotonicL2Grad: grad, segments -> grad_y (may reuse grad).
+inline bool PrepareIsotonicL2Grad(OpKernelContext* ctx, RowShape* rs, Tensor** out) {
+  const Tensor& g = ctx->input(0);
+  TFSORT_PREPARE_OK(ctx, GetRowShape(g, "grad", rs));
+  TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", ctx->input(1), "segments"));
+  TFSORT_PREPARE_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g.shape(), out));
+  return true;
+}
+
+// IsotonicKLGrad: grad, y, w, segments -> grad_y, grad_w.
+inline bool PrepareIsotonicKLGrad(OpKernelContext* ctx, RowShape* rs, Tensor** gy,
+                                  Tensor** gw) {
+  const Tensor& g = ctx->input(0);
+  TFSORT_PREPARE_OK(ctx, GetRowShape(g, "grad", rs));
+  TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", ctx->input(1), "y"));
+  TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", ctx->input(2), "w"));
+  TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", ctx->input(3), "segments"));
+  TFSORT_PREPARE_OK(ctx, ctx->allocate_output(0, g.shape(), gy));
+  TFSORT_PREPARE_OK(ctx, ctx->allocate_output(1, g.shape(), gw));
+  return true;
+}
+
+// SoftRank / SoftSort: values, eps -> out, aux (only with num_aux = 1; else null).
+inline bool PrepareSoft(OpKernelContext* ctx, const SoftAttrs& at, RowShape* rs, double* eps,
+                        Tensor** out, Tensor** aux) {
+  const Tensor& x = ctx->input(0);
+  TFSORT_PREPARE_OK(ctx, GetRowShape(x, "values", rs));
+  TFSORT_PREPARE_OK(ctx, GetPositiveScalar(ctx->input(1), "regularization_strength", eps));
+  TFSORT_PREPARE_OK(ctx, ctx->allocate_output(0, x.shape(), out));
+  *aux = nullptr;
+  if (at.num_aux) TFSORT_PREPARE_OK(ctx, ctx->allocate_output(1, x.shape(), aux));
+  return true;
+}
+
+// SoftRankGrad / SoftSortGrad: grad, values, eps, aux* -> grad_values. *aux is null in the
+// recompute mode (num_aux = 0).
+inline bool PrepareSoftGrad(OpKernelContext* ctx, const SoftAttrs& at, RowShape* rs,
+                            double* eps, const Tensor** aux, Tensor** out) {
+  const Tensor& g = ctx->input(0);
+  TFSORT_PREPARE_OK(ctx, GetRowShape(g, "grad", rs));
+  TFSORT_PREPARE_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", eps));
+  TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", ctx->input(1), "values"));
+  *aux = nullptr;
+  if (at.num_aux) {
+    *aux = &ctx->input(3);
+    TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", **aux, "aux"));
+  }
+  TFSORT_PREPARE_OK(ctx, ctx->allocate_output(0, g.shape(), out));
+  return true;
+}
+
+#undef TFSORT_PREPARE_OK
+
+}  // namespace isokernels
+}  // namespace tfsort
+
+#endif  // TFSORT_CC_KERNELS_ISOTONIC_KERNEL_UTIL_H_
