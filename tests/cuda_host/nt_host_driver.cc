@@ -1,0 +1,141 @@
+// Host driver for tests/test_cuda_host_logic_nt.py: runs the GPU launchers' per-element and
+// per-comparator functions (tfsort/cuda/networks_steps.h, tfsort/cuda/topk_steps.h) on the
+// host, in the structure the kernels use (phases, layer by layer, the comparators of a layer
+// in a scrambled order; block-cooperative phases thread by thread), so that the test can
+// compare them with the CPU ops. Built with g++ alone; no CUDA device or TensorFlow.
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "tfsort/cuda/networks_launch.h"
+#include "tfsort/cuda/networks_steps.h"
+
+namespace {
+
+using tfsort::cuda::NetMode;
+using tfsort::cuda::NetParams;
+
+// Comparator order inside one layer: any order must give the same result (they are disjoint).
+std::vector<int64_t> Scrambled(int64_t k0, int64_t cnt, std::mt19937* rng) {
+  std::vector<int64_t> ks(cnt);
+  for (int64_t c = 0; c < cnt; ++c) ks[c] = k0 + c;
+  std::shuffle(ks.begin(), ks.end(), *rng);
+  return ks;
+}
+
+template <int P, bool kReverse, typename T, typename A>
+void HostPhase(const NetParams<T, A>& p, const std::vector<int64_t>& start, int64_t r, A* x,
+               A* h, std::mt19937* rng) {
+  const int layers = static_cast<int>(start.size()) - 1;
+  for (int li = 0; li < layers; ++li) {
+    const int layer = kReverse ? layers - 1 - li : li;
+    for (int64_t k : Scrambled(start[layer], start[layer + 1] - start[layer], rng)) {
+      tfsort::cuda::Step<P>(p, r, k, x, h);
+    }
+  }
+}
+
+template <NetMode M, typename T, typename A>
+void HostNetwork(NetParams<T, A> p, const std::vector<int64_t>& start, unsigned seed) {
+  using namespace tfsort::cuda;
+  std::mt19937 rng(seed);
+  std::vector<A> x(p.n), h(p.n);
+  for (int64_t r = 0; r < p.batch; ++r) {
+    for (int64_t i = 0; i < p.n; ++i) InitElem<M>(p, r, i, x.data(), h.data());
+    if (M == NetMode::kForwardSort) {
+      HostPhase<kSortFwd, false>(p, start, r, x.data(), h.data(), &rng);
+    } else if (M == NetMode::kForwardRank) {
+      HostPhase<kSortFwd, false>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kRankRev, true>(p, start, r, x.data(), h.data(), &rng);
+    } else if (M == NetMode::kGradSort) {
+      HostPhase<kGradRev, true>(p, start, r, x.data(), h.data(), &rng);
+    } else if (M == NetMode::kGradRank) {
+      HostPhase<kRankCotFwd, false>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kGradRev, true>(p, start, r, x.data(), h.data(), &rng);
+    } else {
+      HostPhase<kGradRev, true>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kAdjFwd, false>(p, start, r, x.data(), h.data(), &rng);
+    }
+    for (int64_t i = 0; i < p.n; ++i) StoreElem<M>(p, r, i, x.data(), h.data());
+  }
+}
+
+template <typename T>
+int RunNetwork(int mode, const void* in0, const void* in1, void* out, void* saved,
+               const void* gdiffs, void* dsaved, void* dgdiffs, int64_t batch, int64_t n,
+               int network, int relaxation, double steepness, int descending, unsigned seed) {
+  using A = T;
+  std::vector<int32_t> lo, hi;
+  std::vector<int64_t> start;
+  tfsort::cuda::BuildGpuSchedule(static_cast<tfsort::networks::Network>(network),
+                                 static_cast<int>(n), &lo, &hi, &start);
+  const int64_t num = static_cast<int64_t>(lo.size());
+  const NetMode m = static_cast<NetMode>(mode);
+  const bool ranks = m == NetMode::kForwardRank || m == NetMode::kGradRank;
+  std::vector<A> scratch(batch * num);
+  NetParams<T, A> p;
+  p.in0 = static_cast<const T*>(in0);
+  p.in1 = static_cast<const T*>(in1);
+  p.out = static_cast<T*>(out);
+  p.saved = static_cast<A*>(saved);
+  p.gdiffs = static_cast<const A*>(gdiffs);
+  p.scratch = (m == NetMode::kGradRank || m == NetMode::kGradAdjoint) ? scratch.data() : nullptr;
+  p.dsaved = static_cast<A*>(dsaved);
+  p.dgdiffs = static_cast<A*>(dgdiffs);
+  p.lo = lo.data();
+  p.hi = hi.data();
+  p.layer_start = start.data();
+  p.num_layers = static_cast<int>(start.size()) - 1;
+  p.num = num;
+  p.per_row = num * (ranks ? 2 : 1);
+  p.n = n;
+  p.batch = batch;
+  p.rel = static_cast<tfsort::networks::Relaxation>(relaxation);
+  p.s = static_cast<A>(steepness);
+  p.desc = descending != 0;
+  switch (m) {
+    case NetMode::kForwardSort:
+      HostNetwork<NetMode::kForwardSort>(p, start, seed);
+      break;
+    case NetMode::kForwardRank:
+      HostNetwork<NetMode::kForwardRank>(p, start, seed);
+      break;
+    case NetMode::kGradSort:
+      HostNetwork<NetMode::kGradSort>(p, start, seed);
+      break;
+    case NetMode::kGradRank:
+      HostNetwork<NetMode::kGradRank>(p, start, seed);
+      break;
+    default:
+      HostNetwork<NetMode::kGradAdjoint>(p, start, seed);
+      break;
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Number of comparators of the network on n wires.
+int64_t nt_host_num_comparators(int network, int64_t n) {
+  return tfsort::networks::NumComparators(static_cast<tfsort::networks::Network>(network),
+                                          static_cast<int>(n));
+}
+
+// mode: tfsort::cuda::NetMode; f64: 1 for double (A = double), 0 for float.
+int nt_host_network(int f64, int mode, const void* in0, const void* in1, void* out, void* saved,
+                    const void* gdiffs, void* dsaved, void* dgdiffs, int64_t batch, int64_t n,
+                    int network, int relaxation, double steepness, int descending,
+                    unsigned seed) {
+  if (f64) {
+    return RunNetwork<double>(mode, in0, in1, out, saved, gdiffs, dsaved, dgdiffs, batch, n,
+                              network, relaxation, steepness, descending, seed);
+  }
+  return RunNetwork<float>(mode, in0, in1, out, saved, gdiffs, dsaved, dgdiffs, batch, n,
+                           network, relaxation, steepness, descending, seed);
+}
+
+}  // extern "C"
