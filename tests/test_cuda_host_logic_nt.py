@@ -65,6 +65,29 @@ def driver(tmp_path_factory):
         ctypes.c_int,
         ctypes.c_uint,
     ]
+    lib.nt_host_sigmoid_topk.restype = ctypes.c_int
+    lib.nt_host_sigmoid_topk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_double,
+        ctypes.c_double,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+    ]
+    lib.nt_host_sigmoid_topk_grad.restype = ctypes.c_int
+    lib.nt_host_sigmoid_topk_grad.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_double,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+    ]
     return lib
 
 
@@ -157,3 +180,45 @@ def test_network_steps_match_cpu_op(driver, dtype, desc, network, n):
             np.testing.assert_allclose(h_j, jvp.numpy(), **tol, err_msg=f"{rel} jvp")
             np.testing.assert_allclose(h_ds, d_saved.numpy(), **tol, err_msg=f"{rel} d_saved")
             np.testing.assert_allclose(h_dgd, d_gd.numpy(), **tol, err_msg=f"{rel} d_gd")
+
+
+# ---------------------------------------------------------------------------------------
+# Sigmoid top-k: the warp (32 threads) and block (512 threads) phases of topk.cu.cc.
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nth", [32, 512])
+@pytest.mark.parametrize("n", [2, 7, 100, 3000])
+@pytest.mark.parametrize("eps", [1e-3, 0.1, 10.0])
+def test_sigmoid_topk_phases_match_cpu_op(driver, dtype, nth, n, eps):
+    rng = np.random.default_rng(n + nth)
+    batch = 4
+    x = rng.normal(size=(batch, n)).astype(dtype)
+    x[1, : n // 2 + 1] = 0.5  # ties
+    x[2] = 3.0  # a constant row
+    if n > 3:
+        x[3, 2] = np.nan  # a non-finite row gives a NaN row
+    x = np.ascontiguousarray(x)
+    k = np.array([1.0, n / 2.0, n - 1.0, 1.5])[:batch] if n > 2 else np.full(batch, 1.0)
+    eps_t = tf.constant(eps, tf.float64)
+    ref = _raw.tf_sort_sigmoid_top_k(x, tf.constant(k), eps_t).numpy()
+    out = np.zeros_like(x)
+    kk = np.ascontiguousarray(k)
+    f64 = int(dtype == np.float64)
+    assert driver.nt_host_sigmoid_topk(f64, _p(x), _p(kk), 0.0, eps, _p(out), batch, n, nth) == 0
+    tol = dict(rtol=1e-10, atol=1e-12) if f64 else dict(rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(out, ref, **tol)
+    fin = np.isfinite(ref).all(axis=1)
+    np.testing.assert_allclose(out[fin].sum(axis=1), k[fin], rtol=1e-4 if not f64 else 1e-9)
+    # Scalar k.
+    ref1 = _raw.tf_sort_sigmoid_top_k(x, tf.constant(1.0, tf.float64), eps_t).numpy()
+    assert driver.nt_host_sigmoid_topk(f64, _p(x), None, 1.0, eps, _p(out), batch, n, nth) == 0
+    np.testing.assert_allclose(out, ref1, **tol)
+    # Gradient.
+    g = np.ascontiguousarray(rng.normal(size=x.shape).astype(dtype))
+    p = np.ascontiguousarray(np.nan_to_num(ref, nan=0.25).astype(dtype))
+    gref = _raw.tf_sort_sigmoid_top_k_grad(g, p, eps_t).numpy()
+    gout = np.zeros_like(g)
+    assert driver.nt_host_sigmoid_topk_grad(f64, _p(g), _p(p), eps, _p(gout), batch, n, nth) == 0
+    gtol = dict(rtol=1e-10, atol=1e-12) if f64 else dict(rtol=1e-5, atol=1e-5 / eps)
+    np.testing.assert_allclose(gout, gref, **gtol)

@@ -11,6 +11,7 @@
 
 #include "tfsort/cuda/networks_launch.h"
 #include "tfsort/cuda/networks_steps.h"
+#include "tfsort/cuda/topk_steps.h"
 
 namespace {
 
@@ -115,6 +116,45 @@ int RunNetwork(int mode, const void* in0, const void* in1, void* out, void* save
   return 0;
 }
 
+// One SigmoidTopK row as a group of nth threads runs it (topk.cu.cc): every phase for
+// every thread index, partial sums combined in thread order.
+template <typename T>
+void HostSigmoidTopKRow(const T* x, T* out, int64_t n, double k, double eps, int nth) {
+  using namespace tfsort::cuda;
+  using tfsort::topk::SigmoidSolver;
+  RowStats st = PartialStats(x, n, 0, nth);
+  for (int t = 1; t < nth; ++t) st = CombineStats(st, PartialStats(x, n, t, nth));
+  if (!st.finite) {
+    for (int t = 0; t < nth; ++t) WriteNan(out, n, t, nth);
+    return;
+  }
+  const T ie = static_cast<T>(1.0 / eps);
+  SigmoidSolver solver;
+  solver.Init(static_cast<int>(n), k, eps, st.xmin, st.xmax, st.sum / static_cast<double>(n),
+              static_cast<int>(sizeof(T)));
+  SigmoidSolver::Action act;
+  T th, tl;
+  do {
+    tfsort::topk::SplitThreshold(solver.t, &th, &tl);
+    EvalSums s = PartialEval(x, n, 0, nth, th, tl, ie);
+    for (int t = 1; t < nth; ++t) s = CombineEval(s, PartialEval(x, n, t, nth, th, tl, ie));
+    act = solver.Update(s.sp, s.sv, s.sq);
+  } while (act == SigmoidSolver::kContinue);
+  tfsort::topk::SplitThreshold(solver.t, &th, &tl);
+  const bool fo = act == SigmoidSolver::kFirstOrder;
+  for (int t = 0; t < nth; ++t) {
+    WriteMask(x, out, n, t, nth, th, tl, ie, fo, fo ? static_cast<T>(solver.dt) : T(0));
+  }
+}
+
+template <typename T>
+void HostSigmoidTopKGradRow(const T* g, const T* p, T* out, int64_t n, double eps, int nth) {
+  using namespace tfsort::cuda;
+  VjpSums s = PartialVjp(p, g, n, 0, nth);
+  for (int t = 1; t < nth; ++t) s = CombineVjp(s, PartialVjp(p, g, n, t, nth));
+  for (int t = 0; t < nth; ++t) WriteVjp<T, T>(p, g, out, n, t, nth, s, 1.0 / eps);
+}
+
 }  // namespace
 
 extern "C" {
@@ -136,6 +176,39 @@ int nt_host_network(int f64, int mode, const void* in0, const void* in1, void* o
   }
   return RunNetwork<float>(mode, in0, in1, out, saved, gdiffs, dsaved, dgdiffs, batch, n,
                            network, relaxation, steepness, descending, seed);
+}
+
+// SigmoidTopK / SigmoidTopKGrad on the host with groups of nth threads (f64: double, else
+// float). k: one value per row, or null for k_scalar.
+int nt_host_sigmoid_topk(int f64, const void* x, const double* k, double k_scalar, double eps,
+                         void* out, int64_t batch, int64_t n, int nth) {
+  for (int64_t r = 0; r < batch; ++r) {
+    const double kr = k ? k[r] : k_scalar;
+    if (f64) {
+      HostSigmoidTopKRow(static_cast<const double*>(x) + r * n, static_cast<double*>(out) + r * n,
+                         n, kr, eps, nth);
+    } else {
+      HostSigmoidTopKRow(static_cast<const float*>(x) + r * n, static_cast<float*>(out) + r * n,
+                         n, kr, eps, nth);
+    }
+  }
+  return 0;
+}
+
+int nt_host_sigmoid_topk_grad(int f64, const void* g, const void* p, double eps, void* out,
+                              int64_t batch, int64_t n, int nth) {
+  for (int64_t r = 0; r < batch; ++r) {
+    if (f64) {
+      HostSigmoidTopKGradRow(static_cast<const double*>(g) + r * n,
+                             static_cast<const double*>(p) + r * n,
+                             static_cast<double*>(out) + r * n, n, eps, nth);
+    } else {
+      HostSigmoidTopKGradRow(static_cast<const float*>(g) + r * n,
+                             static_cast<const float*>(p) + r * n,
+                             static_cast<float*>(out) + r * n, n, eps, nth);
+    }
+  }
+  return 0;
 }
 
 }  // extern "C"
