@@ -222,3 +222,67 @@ def test_sigmoid_topk_phases_match_cpu_op(driver, dtype, nth, n, eps):
     assert driver.nt_host_sigmoid_topk_grad(f64, _p(g), _p(p), eps, _p(gout), batch, n, nth) == 0
     gtol = dict(rtol=1e-10, atol=1e-12) if f64 else dict(rtol=1e-5, atol=1e-5 / eps)
     np.testing.assert_allclose(gout, gref, **gtol)
+
+
+# ---------------------------------------------------------------------------------------
+# The GPU harness's NumPy references (tests/gpu/reference_networks_topk.py) against the CPU
+# ops, so that a GPU run compares with a reference already known to agree with the CPU.
+
+
+def _gpu_reference():
+    import importlib.util
+
+    path = os.path.join(ROOT, "tests", "gpu", "reference_networks_topk.py")
+    spec = importlib.util.spec_from_file_location("reference_networks_topk", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("desc", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 16])
+def test_gpu_reference_matches_cpu_ops(network, desc, n):
+    import tfsort
+
+    ref = _gpu_reference()
+    sched = tfsort.sorting_network(n, network)
+    lays = [(np.array([c[0] for c in layer]), np.array([c[1] for c in layer])) for layer in sched]
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(3, n))
+    g = rng.normal(size=(3, n))
+    t = rng.normal(size=(3, n))
+    s = 2.5
+    s_t = tf.constant(s, tf.float64)
+    for rel in RELAXATIONS:
+        attrs = dict(network=network, relaxation=rel, descending=desc)
+        out, saved = _raw.tf_sort_sorting_network(x, s_t, Tacc=tf.float64, **attrs)
+        r_out, us = ref.network_forward(x, lays, rel, s, desc)
+        np.testing.assert_allclose(r_out, out.numpy(), rtol=1e-10, atol=1e-10)
+        u_flat = np.concatenate(us, axis=1) if us else np.zeros((3, 0))
+        np.testing.assert_allclose(u_flat, saved.numpy(), rtol=1e-10, atol=1e-10)
+        ranks, _ = _raw.tf_sort_sorting_network(x, s_t, Tacc=tf.float64, compute_ranks=True, **attrs)
+        r_rank, _ = ref.network_forward(x, lays, rel, s, desc, ranks=True)
+        np.testing.assert_allclose(r_rank, ranks.numpy(), rtol=1e-10, atol=1e-10)
+        gd = rng.normal(size=saved.shape)
+        gd_layers = np.split(gd, np.cumsum([len(lo) for lo, _ in lays])[:-1], axis=1) if us else None
+        grad = _raw.tf_sort_sorting_network_grad(g, saved, gd if us else tf.zeros([0], tf.float64), s_t, **attrs)
+        r_grad = ref.network_vjp(g, us, lays, rel, s, desc, gd_layers)
+        np.testing.assert_allclose(r_grad, grad.numpy(), rtol=1e-9, atol=1e-10)
+        jvp, _, _ = _raw.tf_sort_sorting_network_grad_adjoint(
+            t, g, saved, tf.zeros([0], tf.float64), s_t, **attrs
+        )
+        np.testing.assert_allclose(ref.network_jvp(t, us, lays, rel, s, desc), jvp.numpy(), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1.0])
+def test_gpu_topk_reference_matches_cpu_ops(eps):
+    ref = _gpu_reference()
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 50))
+    k = np.array([1.0, 2.5, 25.0, 49.0])
+    m = _raw.tf_sort_sigmoid_top_k(x, tf.constant(k), tf.constant(eps, tf.float64)).numpy()
+    np.testing.assert_allclose(ref.sigmoid_topk(x, k, eps), m, rtol=1e-9, atol=1e-12)
+    g = rng.normal(size=x.shape)
+    gr = _raw.tf_sort_sigmoid_top_k_grad(g, m, tf.constant(eps, tf.float64)).numpy()
+    np.testing.assert_allclose(ref.sigmoid_topk_vjp(g, m, eps), gr, rtol=1e-9, atol=1e-12)

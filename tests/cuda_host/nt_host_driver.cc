@@ -212,3 +212,134 @@ int nt_host_sigmoid_topk_grad(int f64, const void* g, const void* p, double eps,
 }
 
 }  // extern "C"
+
+#ifdef NT_EMULATE_CAPI
+// Host emulation of the harness entry points of tests/gpu/capi_networks.cu.cc and
+// capi_topk.cu.cc (float32 and float64), for running tests/gpu on a machine without a GPU
+// (TFSORT_NT_EMULATE=1): same signatures, pointers to host memory, the launchers' step
+// functions run on the host. It checks the harness code and the references, not the kernels.
+namespace {
+
+template <typename T>
+int EmuNetwork(int mode, const void* in0, const void* in1, void* out, void* saved,
+               const void* gdiffs, void* dsaved, void* dgdiffs, int64_t batch, int64_t n,
+               const int32_t* lo, const int32_t* hi, const int64_t* host_start, int num_layers,
+               int64_t num, int relaxation, double steepness, int descending) {
+  using A = T;
+  const NetMode m = static_cast<NetMode>(mode);
+  const bool ranks = m == NetMode::kForwardRank || m == NetMode::kGradRank;
+  std::vector<A> scratch(batch * num + 1);
+  std::vector<int64_t> start(host_start, host_start + num_layers + 1);
+  NetParams<T, A> p;
+  p.in0 = static_cast<const T*>(in0);
+  p.in1 = static_cast<const T*>(in1);
+  p.out = static_cast<T*>(out);
+  p.saved = static_cast<A*>(saved);
+  p.gdiffs = static_cast<const A*>(gdiffs);
+  p.scratch = (m == NetMode::kGradRank || m == NetMode::kGradAdjoint) ? scratch.data() : nullptr;
+  p.dsaved = static_cast<A*>(dsaved);
+  p.dgdiffs = static_cast<A*>(dgdiffs);
+  p.lo = lo;
+  p.hi = hi;
+  p.layer_start = start.data();
+  p.num_layers = num_layers;
+  p.num = num;
+  p.per_row = num * (ranks ? 2 : 1);
+  p.n = n;
+  p.batch = batch;
+  p.rel = static_cast<tfsort::networks::Relaxation>(relaxation);
+  p.s = static_cast<A>(steepness);
+  p.desc = descending != 0;
+  if (batch == 0 || n == 0) return 0;
+  switch (m) {
+    case NetMode::kForwardSort:
+      HostNetwork<NetMode::kForwardSort>(p, start, 7);
+      break;
+    case NetMode::kForwardRank:
+      HostNetwork<NetMode::kForwardRank>(p, start, 7);
+      break;
+    case NetMode::kGradSort:
+      HostNetwork<NetMode::kGradSort>(p, start, 7);
+      break;
+    case NetMode::kGradRank:
+      HostNetwork<NetMode::kGradRank>(p, start, 7);
+      break;
+    default:
+      HostNetwork<NetMode::kGradAdjoint>(p, start, 7);
+      break;
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+int64_t tfsort_h_network_num_comparators(int network, int64_t n) {
+  return nt_host_num_comparators(network, n);
+}
+
+int tfsort_h_network_num_layers(int network, int64_t n) {
+  std::vector<int32_t> lo, hi;
+  std::vector<int64_t> start;
+  tfsort::cuda::BuildGpuSchedule(static_cast<tfsort::networks::Network>(network),
+                                 static_cast<int>(n), &lo, &hi, &start);
+  return static_cast<int>(start.size()) - 1;
+}
+
+int tfsort_h_network_schedule(int network, int64_t n, int32_t* lo_out, int32_t* hi_out,
+                              int64_t* start_out) {
+  std::vector<int32_t> lo, hi;
+  std::vector<int64_t> start;
+  tfsort::cuda::BuildGpuSchedule(static_cast<tfsort::networks::Network>(network),
+                                 static_cast<int>(n), &lo, &hi, &start);
+  std::copy(lo.begin(), lo.end(), lo_out);
+  std::copy(hi.begin(), hi.end(), hi_out);
+  std::copy(start.begin(), start.end(), start_out);
+  return 0;
+}
+
+uint64_t tfsort_h_sorting_network_workspace(int, int64_t, int64_t, int64_t, int) { return 0; }
+
+#define NT_EMU(SUFFIX, T)                                                                    \
+  int tfsort_h_sorting_network_##SUFFIX(const void* x, void* out, void* saved, int64_t batch, \
+                                        int64_t n, const int32_t* lo, const int32_t* hi,     \
+                                        const int64_t*, const int64_t* hs, int nl,           \
+                                        int64_t num, int rel, double s, int desc, int ranks, \
+                                        void*, uint64_t, void*) {                            \
+    return EmuNetwork<T>(ranks ? 1 : 0, x, nullptr, out, saved, nullptr, nullptr, nullptr,   \
+                         batch, n, lo, hi, hs, nl, num, rel, s, desc);                       \
+  }                                                                                          \
+  int tfsort_h_sorting_network_grad_##SUFFIX(                                                \
+      const void* g, const void* saved, const void* gs, void* out, int64_t batch, int64_t n, \
+      const int32_t* lo, const int32_t* hi, const int64_t*, const int64_t* hs, int nl,       \
+      int64_t num, int rel, double s, int desc, int ranks, void*, uint64_t, void*) {         \
+    return EmuNetwork<T>(ranks ? 3 : 2, g, nullptr, out, const_cast<void*>(saved), gs,      \
+                         nullptr, nullptr, batch, n, lo, hi, hs, nl, num, rel, s, desc);     \
+  }                                                                                          \
+  int tfsort_h_sorting_network_grad_adjoint_##SUFFIX(                                        \
+      const void* t, const void* g, const void* saved, const void* gs, void* jvp, void* ds,  \
+      void* dgs, int64_t batch, int64_t n, const int32_t* lo, const int32_t* hi,             \
+      const int64_t*, const int64_t* hs, int nl, int64_t num, int rel, double s, int desc,   \
+      void*, uint64_t, void*) {                                                              \
+    return EmuNetwork<T>(4, g, t, jvp, const_cast<void*>(saved), gs, ds, dgs, batch, n, lo,  \
+                         hi, hs, nl, num, rel, s, desc);                                     \
+  }                                                                                          \
+  int tfsort_h_sigmoid_topk_##SUFFIX(const void* x, const void* k, double k_scalar,          \
+                                     double eps, void* mask, int64_t batch, int64_t n,       \
+                                     void*) {                                                \
+    return nt_host_sigmoid_topk(sizeof(T) == 8, x, static_cast<const double*>(k), k_scalar, \
+                                eps, mask, batch, n, n <= 2048 ? 32 : 512);                  \
+  }                                                                                          \
+  int tfsort_h_sigmoid_topk_grad_##SUFFIX(const void* g, const void* mask, double eps,       \
+                                          void* out, int64_t batch, int64_t n, void*) {      \
+    return nt_host_sigmoid_topk_grad(sizeof(T) == 8, g, mask, eps, out, batch, n,            \
+                                     n <= 2048 ? 32 : 512);                                  \
+  }
+
+NT_EMU(f32, float)
+NT_EMU(f64, double)
+#undef NT_EMU
+
+}  // extern "C"
+#endif  // NT_EMULATE_CAPI
