@@ -11,10 +11,10 @@ import os
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# "cuda" normally. TFSORT_NT_EMULATE=1 (development without a GPU) runs the tests on CPU
-# tensors against tests/cuda_host/nt_host_driver.cc built with -DNT_EMULATE_CAPI, which
-# implements the same tfsort_h_* entry points with the launchers' step functions on the host
-# (float32 and float64 only); it checks the harness and the references, not the kernels.
+# "cuda" normally. TFSORT_NT_EMULATE=1 (development without a GPU; see
+# tests/cuda_host/nt_emulate_plugin.py for the command) runs the tests on CPU tensors against
+# the host emulation of the tfsort_h_* entry points (float32 and float64 only); it checks
+# the harness and the references, not the kernels.
 EMULATE = os.environ.get("TFSORT_NT_EMULATE") == "1"
 DEVICE = "cpu" if EMULATE else "cuda"
 RELAXATIONS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal", "softmax")

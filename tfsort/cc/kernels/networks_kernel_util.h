@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -112,6 +113,32 @@ inline ::tensorflow::Status CheckSavedInputs(const Tensor& saved_t, const Tensor
                            gs_t.shape().DebugString());
   }
   if (!*gs_zero && ranks) return InvalidArgument("grad_saved must be [0] with compute_ranks");
+  return ::tensorflow::Status();
+}
+
+// Validates a CompareSwap layer (left, right: int32 vectors of one length, positions in
+// [0, n), each used at most once).
+inline ::tensorflow::Status CheckLayer(const Tensor& left, const Tensor& right, int n) {
+  if (left.dims() != 1 || right.shape() != left.shape()) {
+    return InvalidArgument("left and right must be vectors of one length, got ",
+                           left.shape().DebugString(), " and ", right.shape().DebugString());
+  }
+  std::vector<char> used(n, 0);
+  const auto l = left.flat<int32_t>();
+  const auto r = right.flat<int32_t>();
+  for (int64_t k = 0; k < l.size(); ++k) {
+    for (int32_t idx : {l(k), r(k)}) {
+      if (idx < 0 || idx >= n) {
+        return InvalidArgument("comparator ", k, " (", l(k), ", ", r(k),
+                               ") is out of range for rows of length ", n);
+      }
+      if (used[idx]) {
+        return InvalidArgument("position ", idx,
+                               " appears in more than one comparator of the layer");
+      }
+      used[idx] = 1;
+    }
+  }
   return ::tensorflow::Status();
 }
 

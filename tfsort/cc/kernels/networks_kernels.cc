@@ -28,6 +28,7 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
+using netkernels::CheckLayer;
 using netkernels::CheckSavedInputs;
 using netkernels::NetAttrs;
 using netkernels::NetRowShape;
@@ -318,30 +319,6 @@ class SortingNetworkPermGradOp : public OpKernel {
 
 // ---------------------------------------------------------------------------------------
 // CompareSwap: one layer with caller-given comparators.
-
-::tensorflow::Status CheckLayer(const Tensor& left, const Tensor& right, int n) {
-  if (left.dims() != 1 || right.shape() != left.shape()) {
-    return InvalidArgument("left and right must be vectors of one length, got ",
-                           left.shape().DebugString(), " and ", right.shape().DebugString());
-  }
-  std::vector<char> used(n, 0);
-  const auto l = left.flat<int32_t>();
-  const auto r = right.flat<int32_t>();
-  for (int64_t k = 0; k < l.size(); ++k) {
-    for (int32_t idx : {l(k), r(k)}) {
-      if (idx < 0 || idx >= n) {
-        return InvalidArgument("comparator ", k, " (", l(k), ", ", r(k),
-                               ") is out of range for rows of length ", n);
-      }
-      if (used[idx]) {
-        return InvalidArgument("position ", idx,
-                               " appears in more than one comparator of the layer");
-      }
-      used[idx] = 1;
-    }
-  }
-  return ::tensorflow::Status();
-}
 
 template <typename T, typename A>
 class CompareSwapOp : public OpKernel {
