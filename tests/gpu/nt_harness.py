@@ -209,3 +209,20 @@ class TopK:
         rc = fn(ptr(g), ptr(mask), eps, ptr(out), batch, n, stream(torch))
         assert rc == 0, rc
         return out
+
+
+class CustomLayer(Schedule):
+    """A one-layer schedule of caller-given comparators (what the CompareSwap ops launch):
+    lo[k] receives the relaxed minimum, hi[k] the maximum; positions distinct."""
+
+    def __init__(self, torch, lo, hi):
+        lo = np.ascontiguousarray(lo, np.int32)
+        hi = np.ascontiguousarray(hi, np.int32)
+        self.num = len(lo)
+        self.num_layers = 1 if self.num else 0
+        self.host_start = np.array([0, self.num][: self.num_layers + 1], np.int64)
+        self.lo_np, self.hi_np = lo, hi
+        pad = np.zeros(1, np.int32)
+        self.lo = torch.from_numpy(lo if self.num else pad).to(DEVICE)
+        self.hi = torch.from_numpy(hi if self.num else pad).to(DEVICE)
+        self.start = torch.from_numpy(self.host_start.copy()).to(DEVICE)

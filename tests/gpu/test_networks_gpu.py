@@ -203,6 +203,32 @@ def test_batch_65536(harness, nets, dtype, n):
     _close(r, r_ref, dtype, scale=float(n))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("n", [9, 3000])
+def test_compare_swap_layer(harness, nets, dtype, n):
+    """The CompareSwap ops: one layer of arbitrary disjoint comparators (some with
+    left > right), on the shared-memory path (n = 9) and the global one (n = 3000)."""
+    _skip_emulated(dtype)
+    perm = np.random.default_rng(n).permutation(n)
+    m = n // 2 - 1
+    lo, hi = perm[:m], perm[m : 2 * m]
+    layer = H.CustomLayer(torch, lo, hi)
+    lays = layer.layers()
+    x, g, t = (_inputs(3, n, dtype, seed=n + i) for i in range(3))
+    xd, gd, td = (v.double().cpu().numpy() for v in (x, g, t))
+    for rel in ("logistic_phi", "cauchy", "softmax"):
+        out, diffs = nets.forward(x, layer, rel, 4.0)
+        r_out, r_us = ref.network_forward(xd, lays, rel, 4.0)
+        _close(out, r_out, dtype, what=f"{rel} swapped")
+        us = [diffs.double().cpu().numpy()]
+        gdiffs = torch.randn(diffs.shape, dtype=diffs.dtype, device=DEV)
+        grad = nets.grad(g, diffs, layer, rel, 4.0, grad_saved=gdiffs)
+        _close(grad, ref.network_vjp(gd, us, lays, rel, 4.0, gdiffs=[gdiffs.double().cpu().numpy()]),
+               dtype, what=f"{rel} grad")
+        jvp, _, _ = nets.grad_adjoint(t, g, diffs, layer, rel, 4.0)
+        _close(jvp, ref.network_jvp(td, us, lays, rel, 4.0), dtype, what=f"{rel} jvp")
+
+
 def test_empty_shapes_launch_nothing(harness, nets):
     sched = _sched(harness, "bitonic", 4)
     x = torch.empty(0, 4, dtype=torch.float32, device=DEV)
