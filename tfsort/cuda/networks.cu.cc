@@ -40,7 +40,7 @@ __device__ void BlockPhase(const Params<T, A>& p, int64_t row0, int rows, A* x, 
 
 // Short rows: `rows_per_block` rows per block in shared memory.
 template <NetMode M, typename T, typename A>
-__global__ void ShortKernel(Params<T, A> p, int rows_per_block) {
+__global__ void __launch_bounds__(1024) ShortKernel(Params<T, A> p, int rows_per_block) {
   extern __shared__ unsigned char smem_raw[];
   A* xs = reinterpret_cast<A*>(smem_raw);
   A* hs = xs + static_cast<int64_t>(rows_per_block) * p.n;
@@ -76,7 +76,7 @@ __global__ void ShortKernel(Params<T, A> p, int rows_per_block) {
 
 // Long rows: working arrays in global memory (x, h: [batch, n]), one launch per layer.
 template <NetMode M, typename T, typename A>
-__global__ void InitKernel(Params<T, A> p, A* x, A* h) {
+__global__ void __launch_bounds__(256) InitKernel(Params<T, A> p, A* x, A* h) {
   const int64_t total = p.batch * p.n;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -86,7 +86,7 @@ __global__ void InitKernel(Params<T, A> p, A* x, A* h) {
 }
 
 template <NetMode M, typename T, typename A>
-__global__ void StoreKernel(Params<T, A> p, const A* x, const A* h) {
+__global__ void __launch_bounds__(256) StoreKernel(Params<T, A> p, const A* x, const A* h) {
   const int64_t total = p.batch * p.n;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -96,7 +96,7 @@ __global__ void StoreKernel(Params<T, A> p, const A* x, const A* h) {
 }
 
 template <int P, typename T, typename A>
-__global__ void LayerKernel(Params<T, A> p, int64_t k0, int64_t cnt, A* x, A* h) {
+__global__ void __launch_bounds__(256) LayerKernel(Params<T, A> p, int64_t k0, int64_t cnt, A* x, A* h) {
   const int64_t total = p.batch * cnt;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -105,7 +105,7 @@ __global__ void LayerKernel(Params<T, A> p, int64_t k0, int64_t cnt, A* x, A* h)
   }
 }
 
-constexpr int kLongThreads = 256;
+constexpr int kLongThreads = 256;  // = the __launch_bounds__ of the long-row kernels
 
 template <int P, bool kReverse, typename T, typename A>
 void LongPhase(const Params<T, A>& p, const int64_t* host_start, A* x, A* h,

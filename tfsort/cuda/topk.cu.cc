@@ -27,7 +27,8 @@ struct Compute<double> {
   using type = double;
 };
 
-constexpr int kWarpRowsPerBlock = 8;
+static_assert(kTopKBlockThreads == 512, "the block kernels' __launch_bounds__");
+constexpr int kWarpRowsPerBlock = 8;  // 256 threads (the warp kernels' launch bounds)
 
 // Reductions over a group. Warp: butterfly shuffles, then lane 0's value is broadcast so
 // every lane holds bitwise the same total. Block: per-warp butterflies, warp totals through
@@ -133,7 +134,7 @@ __device__ void SigmoidTopKRowGroup(const Group& g, const T* x, T* out, int64_t 
 }
 
 template <typename T>
-__global__ void SigmoidTopKWarpKernel(const T* x, const double* k, double k_scalar, double eps,
+__global__ void __launch_bounds__(256) SigmoidTopKWarpKernel(const T* x, const double* k, double k_scalar, double eps,
                                       T* out, int64_t batch, int64_t n) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerBlock + (threadIdx.x >> 5);
   if (row >= batch) return;  // whole warps exit together
@@ -141,7 +142,7 @@ __global__ void SigmoidTopKWarpKernel(const T* x, const double* k, double k_scal
 }
 
 template <typename T>
-__global__ void SigmoidTopKBlockKernel(const T* x, const double* k, double k_scalar, double eps,
+__global__ void __launch_bounds__(512) SigmoidTopKBlockKernel(const T* x, const double* k, double k_scalar, double eps,
                                        T* out, int64_t n) {
   __shared__ double buf[4 * 32];
   const int64_t row = blockIdx.x;
@@ -158,7 +159,7 @@ __device__ void SigmoidTopKGradRowGroup(const Group& g, const T* grad, const T* 
 }
 
 template <typename T>
-__global__ void SigmoidTopKGradWarpKernel(const T* grad, const T* mask, double inv_eps, T* out,
+__global__ void __launch_bounds__(256) SigmoidTopKGradWarpKernel(const T* grad, const T* mask, double inv_eps, T* out,
                                           int64_t batch, int64_t n) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerBlock + (threadIdx.x >> 5);
   if (row >= batch) return;
@@ -167,7 +168,7 @@ __global__ void SigmoidTopKGradWarpKernel(const T* grad, const T* mask, double i
 }
 
 template <typename T>
-__global__ void SigmoidTopKGradBlockKernel(const T* grad, const T* mask, double inv_eps, T* out,
+__global__ void __launch_bounds__(512) SigmoidTopKGradBlockKernel(const T* grad, const T* mask, double inv_eps, T* out,
                                            int64_t n) {
   __shared__ double buf[4 * 32];
   const int64_t row = blockIdx.x;
