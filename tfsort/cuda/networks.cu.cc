@@ -96,7 +96,8 @@ __global__ void __launch_bounds__(256) StoreKernel(Params<T, A> p, const A* x, c
 }
 
 template <int P, typename T, typename A>
-__global__ void __launch_bounds__(256) LayerKernel(Params<T, A> p, int64_t k0, int64_t cnt, A* x, A* h) {
+__global__ void __launch_bounds__(256)
+    LayerKernel(Params<T, A> p, int64_t k0, int64_t cnt, A* x, A* h) {
   const int64_t total = p.batch * cnt;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -89,8 +89,8 @@ size_t SortingNetworkWorkspaceBytes(NetMode mode, int64_t batch, int64_t n, int6
 // SortingNetwork: out [batch, n] (sorted values or ranks), saved [batch, num] or
 // [batch, 2 num] with ranks (u per comparator, then the rank differences).
 template <typename T>
-cudaError_t LaunchSortingNetwork(const T* x, T* out, NetAccT<T>* saved, int64_t batch, int64_t n,
-                                 const GpuSchedule& sched, networks::Relaxation rel,
+cudaError_t LaunchSortingNetwork(const T* x, T* out, NetAccT<T>* saved, int64_t batch,
+                                 int64_t n, const GpuSchedule& sched, networks::Relaxation rel,
                                  double steepness, bool descending, bool ranks, void* workspace,
                                  size_t workspace_bytes, cudaStream_t stream);
 
@@ -109,9 +109,9 @@ cudaError_t LaunchSortingNetworkGrad(const T* grad, const NetAccT<T>* saved,
 // [batch, num].
 template <typename T>
 cudaError_t LaunchSortingNetworkGradAdjoint(const T* tangent, const T* grad,
-                                            const NetAccT<T>* saved,
-                                            const NetAccT<T>* grad_saved, T* jvp,
-                                            NetAccT<T>* d_saved, NetAccT<T>* d_grad_saved, int64_t batch, int64_t n,
+                                            const NetAccT<T>* saved, const NetAccT<T>* grad_saved,
+                                            T* jvp, NetAccT<T>* d_saved,
+                                            NetAccT<T>* d_grad_saved, int64_t batch, int64_t n,
                                             const GpuSchedule& sched, networks::Relaxation rel,
                                             double steepness, bool descending, void* workspace,
                                             size_t workspace_bytes, cudaStream_t stream);

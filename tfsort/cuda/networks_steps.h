@@ -65,8 +65,7 @@ struct NetParams {
 
 // Initial working values of element i of row r.
 template <NetMode M, typename T, typename A>
-TFSORT_HD inline void InitElem(const NetParams<T, A>& p, int64_t r, int64_t i, A* x,
-                                         A* h) {
+TFSORT_HD inline void InitElem(const NetParams<T, A>& p, int64_t r, int64_t i, A* x, A* h) {
   const int64_t n = p.n;
   const int64_t base = r * n;
   const int64_t fi = p.desc ? n - 1 - i : i;
@@ -88,8 +87,8 @@ TFSORT_HD inline void InitElem(const NetParams<T, A>& p, int64_t r, int64_t i, A
 
 // Output element i of row r.
 template <NetMode M, typename T, typename A>
-TFSORT_HD inline void StoreElem(const NetParams<T, A>& p, int64_t r, int64_t i,
-                                          const A* x, const A* h) {
+TFSORT_HD inline void StoreElem(const NetParams<T, A>& p, int64_t r, int64_t i, const A* x,
+                                const A* h) {
   const int64_t n = p.n;
   const int64_t base = r * n;
   const int64_t fi = p.desc ? n - 1 - i : i;

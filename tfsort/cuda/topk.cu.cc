@@ -134,16 +134,18 @@ __device__ void SigmoidTopKRowGroup(const Group& g, const T* x, T* out, int64_t 
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256) SigmoidTopKWarpKernel(const T* x, const double* k, double k_scalar, double eps,
-                                      T* out, int64_t batch, int64_t n) {
+__global__ void __launch_bounds__(256)
+    SigmoidTopKWarpKernel(const T* x, const double* k, double k_scalar, double eps, T* out,
+                          int64_t batch, int64_t n) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerBlock + (threadIdx.x >> 5);
   if (row >= batch) return;  // whole warps exit together
   SigmoidTopKRowGroup(WarpGroup(), x + row * n, out + row * n, n, k ? k[row] : k_scalar, eps);
 }
 
 template <typename T>
-__global__ void __launch_bounds__(512) SigmoidTopKBlockKernel(const T* x, const double* k, double k_scalar, double eps,
-                                       T* out, int64_t n) {
+__global__ void __launch_bounds__(512)
+    SigmoidTopKBlockKernel(const T* x, const double* k, double k_scalar, double eps, T* out,
+                           int64_t n) {
   __shared__ double buf[4 * 32];
   const int64_t row = blockIdx.x;
   SigmoidTopKRowGroup(BlockGroup{buf}, x + row * n, out + row * n, n, k ? k[row] : k_scalar,
@@ -159,8 +161,9 @@ __device__ void SigmoidTopKGradRowGroup(const Group& g, const T* grad, const T* 
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256) SigmoidTopKGradWarpKernel(const T* grad, const T* mask, double inv_eps, T* out,
-                                          int64_t batch, int64_t n) {
+__global__ void __launch_bounds__(256)
+    SigmoidTopKGradWarpKernel(const T* grad, const T* mask, double inv_eps, T* out, int64_t batch,
+                              int64_t n) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerBlock + (threadIdx.x >> 5);
   if (row >= batch) return;
   SigmoidTopKGradRowGroup(WarpGroup(), grad + row * n, mask + row * n, out + row * n, n,
@@ -168,8 +171,8 @@ __global__ void __launch_bounds__(256) SigmoidTopKGradWarpKernel(const T* grad, 
 }
 
 template <typename T>
-__global__ void __launch_bounds__(512) SigmoidTopKGradBlockKernel(const T* grad, const T* mask, double inv_eps, T* out,
-                                           int64_t n) {
+__global__ void __launch_bounds__(512)
+    SigmoidTopKGradBlockKernel(const T* grad, const T* mask, double inv_eps, T* out, int64_t n) {
   __shared__ double buf[4 * 32];
   const int64_t row = blockIdx.x;
   SigmoidTopKGradRowGroup(BlockGroup{buf}, grad + row * n, mask + row * n, out + row * n, n,
