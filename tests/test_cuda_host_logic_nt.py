@@ -139,12 +139,25 @@ def _rows(rng, batch, n, dtype):
 @pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("n", [1, 2, 5, 16, 37])
 def test_network_steps_match_cpu_op(driver, dtype, desc, network, n):
+    _check_network_steps(driver, dtype, desc, network, n, RELAXATIONS)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("desc", [False, True])
+@pytest.mark.parametrize("n", [4100, 6000])
+def test_network_tile_path_matches_cpu_op(driver, dtype, desc, n):
+    """Long bitonic rows: runs of tile-local layers go through the TileKernel structure
+    (tiles of kNetTile = 2048, the last one partial)."""
+    _check_network_steps(driver, dtype, desc, "bitonic", n, ("logistic_phi", "cauchy", "softmax"))
+
+
+def _check_network_steps(driver, dtype, desc, network, n, rels):
     rng = np.random.default_rng(n * 7 + desc)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
     s = 3.7
     s_t = tf.constant(s, tf.float64)
     tdt = tf.as_dtype(dtype)
-    for rel in RELAXATIONS:
+    for rel in rels:
         attrs = dict(network=network, relaxation=rel, descending=desc)
         x = _rows(rng, 3, n, dtype)
         g = np.ascontiguousarray(rng.normal(size=x.shape).astype(dtype))

@@ -26,38 +26,69 @@ std::vector<int64_t> Scrambled(int64_t k0, int64_t cnt, std::mt19937* rng) {
   return ks;
 }
 
+// One phase of one row as the launchers run it: layer by layer, the comparators of a layer in
+// a scrambled order; with tile flags and n > kNetShortMaxN, runs of tile-local layers as
+// TileKernel does (each tile copied out, its comparators found by TileRange, the steps run
+// on the copy through a shifted pointer, copied back), which fails if a flagged layer were
+// not tile-local.
 template <int P, bool kReverse, typename T, typename A>
-void HostPhase(const NetParams<T, A>& p, const std::vector<int64_t>& start, int64_t r, A* x,
-               A* h, std::mt19937* rng) {
+void HostPhase(const NetParams<T, A>& p, const std::vector<int64_t>& start,
+               const uint8_t* tile_local, int64_t r, A* x, A* h, std::mt19937* rng) {
+  using tfsort::cuda::kNetTile;
   const int layers = static_cast<int>(start.size()) - 1;
-  for (int li = 0; li < layers; ++li) {
+  const bool tiles = tile_local != nullptr && p.n > tfsort::cuda::kNetShortMaxN;
+  for (int li = 0; li < layers;) {
     const int layer = kReverse ? layers - 1 - li : li;
+    if (tiles && tile_local[layer]) {
+      int run = 1;
+      while (li + run < layers && tile_local[kReverse ? layers - 1 - (li + run) : li + run]) ++run;
+      A* g = tfsort::cuda::PhaseUsesH(P) ? h : x;
+      std::vector<A> buf(kNetTile);
+      for (int64_t base = 0; base < p.n; base += kNetTile) {
+        const int64_t len = std::min<int64_t>(kNetTile, p.n - base);
+        std::copy(g + base, g + base + len, buf.begin());
+        A* shifted = buf.data() - base;
+        for (int j = 0; j < run; ++j) {
+          const int l = kReverse ? layer - j : layer + j;
+          int64_t a, b;
+          tfsort::cuda::TileRange(p.lo, start[l], start[l + 1], base, &a, &b);
+          for (int64_t k : Scrambled(a, b - a, rng)) {
+            tfsort::cuda::Step<P>(p, r, k, shifted, shifted);
+          }
+        }
+        std::copy(buf.begin(), buf.begin() + len, g + base);
+      }
+      li += run;
+      continue;
+    }
     for (int64_t k : Scrambled(start[layer], start[layer + 1] - start[layer], rng)) {
       tfsort::cuda::Step<P>(p, r, k, x, h);
     }
+    ++li;
   }
 }
 
 template <NetMode M, typename T, typename A>
-void HostNetwork(NetParams<T, A> p, const std::vector<int64_t>& start, unsigned seed) {
+void HostNetwork(NetParams<T, A> p, const std::vector<int64_t>& start, const uint8_t* tl,
+                 unsigned seed) {
   using namespace tfsort::cuda;
   std::mt19937 rng(seed);
   std::vector<A> x(p.n), h(p.n);
   for (int64_t r = 0; r < p.batch; ++r) {
     for (int64_t i = 0; i < p.n; ++i) InitElem<M>(p, r, i, x.data(), h.data());
     if (M == NetMode::kForwardSort) {
-      HostPhase<kSortFwd, false>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kSortFwd, false>(p, start, tl, r, x.data(), h.data(), &rng);
     } else if (M == NetMode::kForwardRank) {
-      HostPhase<kSortFwd, false>(p, start, r, x.data(), h.data(), &rng);
-      HostPhase<kRankRev, true>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kSortFwd, false>(p, start, tl, r, x.data(), h.data(), &rng);
+      HostPhase<kRankRev, true>(p, start, tl, r, x.data(), h.data(), &rng);
     } else if (M == NetMode::kGradSort) {
-      HostPhase<kGradRev, true>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kGradRev, true>(p, start, tl, r, x.data(), h.data(), &rng);
     } else if (M == NetMode::kGradRank) {
-      HostPhase<kRankCotFwd, false>(p, start, r, x.data(), h.data(), &rng);
-      HostPhase<kGradRev, true>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kRankCotFwd, false>(p, start, tl, r, x.data(), h.data(), &rng);
+      HostPhase<kGradRev, true>(p, start, tl, r, x.data(), h.data(), &rng);
     } else {
-      HostPhase<kGradRev, true>(p, start, r, x.data(), h.data(), &rng);
-      HostPhase<kAdjFwd, false>(p, start, r, x.data(), h.data(), &rng);
+      HostPhase<kGradRev, true>(p, start, tl, r, x.data(), h.data(), &rng);
+      HostPhase<kAdjFwd, false>(p, start, tl, r, x.data(), h.data(), &rng);
     }
     for (int64_t i = 0; i < p.n; ++i) StoreElem<M>(p, r, i, x.data(), h.data());
   }
@@ -72,6 +103,8 @@ int RunNetwork(int mode, const void* in0, const void* in1, void* out, void* save
   std::vector<int64_t> start;
   tfsort::cuda::BuildGpuSchedule(static_cast<tfsort::networks::Network>(network),
                                  static_cast<int>(n), &lo, &hi, &start);
+  std::vector<uint8_t> tile_local;
+  tfsort::cuda::TileLocalLayers(lo, hi, start, &tile_local);
   const int64_t num = static_cast<int64_t>(lo.size());
   const NetMode m = static_cast<NetMode>(mode);
   const bool ranks = m == NetMode::kForwardRank || m == NetMode::kGradRank;
@@ -98,19 +131,19 @@ int RunNetwork(int mode, const void* in0, const void* in1, void* out, void* save
   p.desc = descending != 0;
   switch (m) {
     case NetMode::kForwardSort:
-      HostNetwork<NetMode::kForwardSort>(p, start, seed);
+      HostNetwork<NetMode::kForwardSort>(p, start, tile_local.data(), seed);
       break;
     case NetMode::kForwardRank:
-      HostNetwork<NetMode::kForwardRank>(p, start, seed);
+      HostNetwork<NetMode::kForwardRank>(p, start, tile_local.data(), seed);
       break;
     case NetMode::kGradSort:
-      HostNetwork<NetMode::kGradSort>(p, start, seed);
+      HostNetwork<NetMode::kGradSort>(p, start, tile_local.data(), seed);
       break;
     case NetMode::kGradRank:
-      HostNetwork<NetMode::kGradRank>(p, start, seed);
+      HostNetwork<NetMode::kGradRank>(p, start, tile_local.data(), seed);
       break;
     default:
-      HostNetwork<NetMode::kGradAdjoint>(p, start, seed);
+      HostNetwork<NetMode::kGradAdjoint>(p, start, tile_local.data(), seed);
       break;
   }
   return 0;
@@ -223,8 +256,9 @@ namespace {
 template <typename T>
 int EmuNetwork(int mode, const void* in0, const void* in1, void* out, void* saved,
                const void* gdiffs, void* dsaved, void* dgdiffs, int64_t batch, int64_t n,
-               const int32_t* lo, const int32_t* hi, const int64_t* host_start, int num_layers,
-               int64_t num, int relaxation, double steepness, int descending) {
+               const int32_t* lo, const int32_t* hi, const int64_t* host_start,
+               const uint8_t* tile_local, int num_layers, int64_t num, int relaxation,
+               double steepness, int descending) {
   using A = T;
   const NetMode m = static_cast<NetMode>(mode);
   const bool ranks = m == NetMode::kForwardRank || m == NetMode::kGradRank;
@@ -253,19 +287,19 @@ int EmuNetwork(int mode, const void* in0, const void* in1, void* out, void* save
   if (batch == 0 || n == 0) return 0;
   switch (m) {
     case NetMode::kForwardSort:
-      HostNetwork<NetMode::kForwardSort>(p, start, 7);
+      HostNetwork<NetMode::kForwardSort>(p, start, tile_local, 7);
       break;
     case NetMode::kForwardRank:
-      HostNetwork<NetMode::kForwardRank>(p, start, 7);
+      HostNetwork<NetMode::kForwardRank>(p, start, tile_local, 7);
       break;
     case NetMode::kGradSort:
-      HostNetwork<NetMode::kGradSort>(p, start, 7);
+      HostNetwork<NetMode::kGradSort>(p, start, tile_local, 7);
       break;
     case NetMode::kGradRank:
-      HostNetwork<NetMode::kGradRank>(p, start, 7);
+      HostNetwork<NetMode::kGradRank>(p, start, tile_local, 7);
       break;
     default:
-      HostNetwork<NetMode::kGradAdjoint>(p, start, 7);
+      HostNetwork<NetMode::kGradAdjoint>(p, start, tile_local, 7);
       break;
   }
   return 0;
@@ -301,29 +335,42 @@ int tfsort_h_network_schedule(int network, int64_t n, int32_t* lo_out, int32_t* 
 
 uint64_t tfsort_h_sorting_network_workspace(int, int64_t, int64_t, int64_t, int) { return 0; }
 
+int tfsort_h_network_tile_local(int network, int64_t n, uint8_t* flags_out) {
+  std::vector<int32_t> lo, hi;
+  std::vector<int64_t> start;
+  std::vector<uint8_t> flags;
+  tfsort::cuda::BuildGpuSchedule(static_cast<tfsort::networks::Network>(network),
+                                 static_cast<int>(n), &lo, &hi, &start);
+  tfsort::cuda::TileLocalLayers(lo, hi, start, &flags);
+  std::copy(flags.begin(), flags.end(), flags_out);
+  return 0;
+}
+
 #define NT_EMU(SUFFIX, T)                                                                    \
   int tfsort_h_sorting_network_##SUFFIX(const void* x, void* out, void* saved, int64_t batch, \
                                         int64_t n, const int32_t* lo, const int32_t* hi,     \
-                                        const int64_t*, const int64_t* hs, int nl,           \
-                                        int64_t num, int rel, double s, int desc, int ranks, \
+                                        const int64_t*, const int64_t* hs,                   \
+                                        const uint8_t* tl, int nl, int64_t num,              \
+                                        int rel, double s, int desc, int ranks, \
                                         void*, uint64_t, void*) {                            \
     return EmuNetwork<T>(ranks ? 1 : 0, x, nullptr, out, saved, nullptr, nullptr, nullptr,   \
-                         batch, n, lo, hi, hs, nl, num, rel, s, desc);                       \
+                         batch, n, lo, hi, hs, tl, nl, num, rel, s, desc);                   \
   }                                                                                          \
   int tfsort_h_sorting_network_grad_##SUFFIX(                                                \
       const void* g, const void* saved, const void* gs, void* out, int64_t batch, int64_t n, \
-      const int32_t* lo, const int32_t* hi, const int64_t*, const int64_t* hs, int nl,       \
-      int64_t num, int rel, double s, int desc, int ranks, void*, uint64_t, void*) {         \
+      const int32_t* lo, const int32_t* hi, const int64_t*, const int64_t* hs,               \
+      const uint8_t* tl, int nl, int64_t num, int rel, double s, int desc, int ranks, void*, \
+      uint64_t, void*) {                                                                     \
     return EmuNetwork<T>(ranks ? 3 : 2, g, nullptr, out, const_cast<void*>(saved), gs,      \
-                         nullptr, nullptr, batch, n, lo, hi, hs, nl, num, rel, s, desc);     \
+                         nullptr, nullptr, batch, n, lo, hi, hs, tl, nl, num, rel, s, desc); \
   }                                                                                          \
   int tfsort_h_sorting_network_grad_adjoint_##SUFFIX(                                        \
       const void* t, const void* g, const void* saved, const void* gs, void* jvp, void* ds,  \
       void* dgs, int64_t batch, int64_t n, const int32_t* lo, const int32_t* hi,             \
-      const int64_t*, const int64_t* hs, int nl, int64_t num, int rel, double s, int desc,   \
-      void*, uint64_t, void*) {                                                              \
+      const int64_t*, const int64_t* hs, const uint8_t* tl, int nl, int64_t num, int rel,    \
+      double s, int desc, void*, uint64_t, void*) {                                          \
     return EmuNetwork<T>(4, g, t, jvp, const_cast<void*>(saved), gs, ds, dgs, batch, n, lo,  \
-                         hi, hs, nl, num, rel, s, desc);                                     \
+                         hi, hs, tl, nl, num, rel, s, desc);                                 \
   }                                                                                          \
   int tfsort_h_sigmoid_topk_##SUFFIX(const void* x, const void* k, double k_scalar,          \
                                      double eps, void* mask, int64_t batch, int64_t n,       \

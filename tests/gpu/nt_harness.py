@@ -57,7 +57,8 @@ def stream(torch):
     return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
 
 
-_SCHED = [c_p, c_p, c_p, c_p, c_int, c_i64]  # lo, hi, start, host_start, num_layers, num
+# lo, hi, start, host_start, host_tile_local, num_layers, num
+_SCHED = [c_p, c_p, c_p, c_p, c_p, c_int, c_i64]
 
 
 def _declare(lib):
@@ -69,6 +70,8 @@ def _declare(lib):
     lib.tfsort_h_network_num_layers.argtypes = [c_int, c_i64]
     lib.tfsort_h_network_schedule.restype = c_int
     lib.tfsort_h_network_schedule.argtypes = [c_int, c_i64, c_p, c_p, c_p]
+    lib.tfsort_h_network_tile_local.restype = c_int
+    lib.tfsort_h_network_tile_local.argtypes = [c_int, c_i64, c_p]
     lib.tfsort_h_sorting_network_workspace.restype = c_u64
     lib.tfsort_h_sorting_network_workspace.argtypes = [c_int, c_i64, c_i64, c_i64, c_int]
     for sfx in ("f16", "bf16", "f32", "f64"):
@@ -107,6 +110,9 @@ class Schedule:
             net, n, lo.ctypes.data_as(c_p), hi.ctypes.data_as(c_p), self.host_start.ctypes.data_as(c_p)
         )
         self.lo_np, self.hi_np = lo[: self.num], hi[: self.num]
+        # 1 for the tile-local layers, which long rows run in shared memory.
+        self.tile_local = np.zeros(max(self.num_layers, 1), np.uint8)
+        lib.tfsort_h_network_tile_local(net, n, self.tile_local.ctypes.data_as(c_p))
         self.lo = torch.from_numpy(lo).to(DEVICE)
         self.hi = torch.from_numpy(hi).to(DEVICE)
         self.start = torch.from_numpy(self.host_start.copy()).to(DEVICE)
@@ -117,6 +123,7 @@ class Schedule:
             ptr(self.hi),
             ptr(self.start),
             self.host_start.ctypes.data_as(c_p),
+            None if self.tile_local is None else self.tile_local.ctypes.data_as(c_p),
             self.num_layers,
             self.num,
         ]
@@ -222,6 +229,7 @@ class CustomLayer(Schedule):
         self.num_layers = 1 if self.num else 0
         self.host_start = np.array([0, self.num][: self.num_layers + 1], np.int64)
         self.lo_np, self.hi_np = lo, hi
+        self.tile_local = None  # as the CompareSwap kernels: every layer by LayerKernel
         pad = np.zeros(1, np.int32)
         self.lo = torch.from_numpy(lo if self.num else pad).to(DEVICE)
         self.hi = torch.from_numpy(hi if self.num else pad).to(DEVICE)

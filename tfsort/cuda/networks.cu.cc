@@ -106,18 +106,63 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-constexpr int kLongThreads = 256;  // = the __launch_bounds__ of the long-row kernels
-
+// A run of `count` tile-local layers from `first` (in the phase's direction) for one tile of
+// one row per block (blockIdx.x = row * tiles + tile): the tile of the phase's working array
+// in shared memory, a barrier between layers.
 template <int P, bool kReverse, typename T, typename A>
-void LongPhase(const Params<T, A>& p, const int64_t* host_start, A* x, A* h,
+__global__ void __launch_bounds__(1024)
+    TileKernel(Params<T, A> p, int first, int count, int64_t tiles, A* x, A* h) {
+  extern __shared__ unsigned char smem_raw[];
+  A* tile_buf = reinterpret_cast<A*>(smem_raw);
+  const int64_t row = blockIdx.x / tiles;
+  const int64_t base = (blockIdx.x - row * tiles) * kNetTile;
+  const int64_t len = p.n - base < kNetTile ? p.n - base : kNetTile;
+  A* g = (PhaseUsesH(P) ? h : x) + row * p.n + base;
+  for (int64_t i = threadIdx.x; i < len; i += blockDim.x) tile_buf[i] = g[i];
+  __syncthreads();
+  // Step indexes wires by their position in the row: shift the tile's base.
+  A* shifted = tile_buf - base;
+  for (int j = 0; j < count; ++j) {
+    const int layer = kReverse ? first - j : first + j;
+    int64_t a, b;
+    TileRange(p.lo, p.layer_start[layer], p.layer_start[layer + 1], base, &a, &b);
+    for (int64_t k = a + threadIdx.x; k < b; k += blockDim.x) {
+      Step<P>(p, row, k, shifted, shifted);
+    }
+    __syncthreads();
+  }
+  for (int64_t i = threadIdx.x; i < len; i += blockDim.x) g[i] = tile_buf[i];
+}
+
+constexpr int kLongThreads = 256;  // = the __launch_bounds__ of the long-row kernels
+constexpr int kTileThreads = 1024;  // kNetTile / 2 comparators per layer at most
+
+// One phase of a long-row launch: runs of tile-local layers by TileKernel, the others by a
+// LayerKernel launch each.
+template <int P, bool kReverse, typename T, typename A>
+void LongPhase(const Params<T, A>& p, const GpuSchedule& sched, A* x, A* h,
                cudaStream_t stream) {
-  for (int li = 0; li < p.num_layers; ++li) {
-    const int layer = kReverse ? p.num_layers - 1 - li : li;
+  const int64_t* host_start = sched.host_layer_start;
+  const uint8_t* local = sched.host_tile_local;
+  const int layers = p.num_layers;
+  const int64_t tiles = nt::CeilDiv(p.n, kNetTile);
+  for (int li = 0; li < layers;) {
+    const int layer = kReverse ? layers - 1 - li : li;
+    if (local != nullptr && local[layer] && p.batch * tiles <= 0x7fffffff) {
+      int run = 1;
+      while (li + run < layers && local[kReverse ? layers - 1 - (li + run) : li + run]) ++run;
+      TileKernel<P, kReverse><<<static_cast<unsigned>(p.batch * tiles), kTileThreads,
+                                kNetTile * sizeof(A), stream>>>(p, layer, run, tiles, x, h);
+      li += run;
+      continue;
+    }
     const int64_t k0 = host_start[layer];
     const int64_t cnt = host_start[layer + 1] - k0;
-    if (cnt == 0) continue;
-    LayerKernel<P><<<nt::GridFor(p.batch * cnt, kLongThreads), kLongThreads, 0, stream>>>(
-        p, k0, cnt, x, h);
+    if (cnt > 0) {
+      LayerKernel<P><<<nt::GridFor(p.batch * cnt, kLongThreads), kLongThreads, 0, stream>>>(
+          p, k0, cnt, x, h);
+    }
+    ++li;
   }
 }
 
@@ -180,7 +225,7 @@ cudaError_t Run(Params<T, A> p, const GpuSchedule& sched, void* workspace,
   A* h = UsesH(M) ? reinterpret_cast<A*>(ws + w.h_off) : x;
   const unsigned grid = nt::GridFor(p.batch * p.n, kLongThreads);
   InitKernel<M><<<grid, kLongThreads, 0, stream>>>(p, x, h);
-  const int64_t* hs = sched.host_layer_start;
+  const GpuSchedule& hs = sched;
   if (M == NetMode::kForwardSort) {
     LongPhase<kSortFwd, false>(p, hs, x, h, stream);
   } else if (M == NetMode::kForwardRank) {

@@ -34,6 +34,9 @@ namespace cuda {
 
 // Longest row handled by the shared-memory kernel.
 constexpr int64_t kNetShortMaxN = 2048;
+// Tile of the long-row path: runs of tile-local layers (see TileLocalLayers) execute in
+// shared memory, a block per (tile, row), instead of one launch per layer.
+constexpr int64_t kNetTile = 2048;
 
 // The comparator schedule on the device (lo, hi, layer_start) plus the host copy of
 // layer_start. layer k's comparators are [layer_start[k], layer_start[k + 1]).
@@ -42,6 +45,8 @@ struct GpuSchedule {
   const int32_t* hi = nullptr;               // device, num
   const int64_t* layer_start = nullptr;      // device, num_layers + 1
   const int64_t* host_layer_start = nullptr;  // host, num_layers + 1
+  // Optional (null: none), host, num_layers: 1 where a layer is tile-local.
+  const uint8_t* host_tile_local = nullptr;
   int num_layers = 0;
   int64_t num = 0;  // comparators
 };
@@ -72,6 +77,23 @@ struct NetAcc<double> {
 };
 template <typename T>
 using NetAccT = typename NetAcc<T>::type;
+
+// Host only: flags[l] = 1 when every comparator of layer l stays within one kNetTile-aligned
+// tile (lo / kNetTile == hi / kNetTile) and the layer's lo are strictly increasing (so a
+// block finds its tile's comparators by binary search). Bitonic layers of span <= kNetTile
+// qualify; odd-even layers cross tile borders.
+inline void TileLocalLayers(const std::vector<int32_t>& lo, const std::vector<int32_t>& hi,
+                            const std::vector<int64_t>& layer_start, std::vector<uint8_t>* flags) {
+  const size_t layers = layer_start.empty() ? 0 : layer_start.size() - 1;
+  flags->assign(layers, 0);
+  for (size_t l = 0; l < layers; ++l) {
+    bool ok = true;
+    for (int64_t k = layer_start[l]; ok && k < layer_start[l + 1]; ++k) {
+      ok = lo[k] / kNetTile == hi[k] / kNetTile && (k == layer_start[l] || lo[k] > lo[k - 1]);
+    }
+    (*flags)[l] = ok ? 1 : 0;
+  }
+}
 
 // What a launch computes (the op and its mode).
 enum class NetMode {

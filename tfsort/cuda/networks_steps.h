@@ -131,6 +131,29 @@ TFSORT_HD inline void Step(const NetParams<T, A>& p, int64_t r, int64_t k, A* x,
   }
 }
 
+// Which working array a phase touches (the other is not read): true for h.
+TFSORT_HD inline constexpr bool PhaseUsesH(int phase) {
+  return phase == kRankRev || phase == kRankCotFwd || phase == kAdjFwd;
+}
+
+// The comparators [*a, *b) of a tile-local layer [k0, k1) (lo strictly increasing, see
+// TileLocalLayers) whose wires lie in the tile [base, base + kNetTile).
+TFSORT_HD inline void TileRange(const int32_t* lo, int64_t k0, int64_t k1, int64_t base,
+                                int64_t* a, int64_t* b) {
+  int64_t l = k0, r = k1;  // first k with lo[k] >= base
+  while (l < r) {
+    const int64_t m = l + (r - l) / 2;
+    if (lo[m] < base) l = m + 1; else r = m;
+  }
+  *a = l;
+  r = k1;  // first k with lo[k] >= base + kNetTile
+  while (l < r) {
+    const int64_t m = l + (r - l) / 2;
+    if (lo[m] < base + kNetTile) l = m + 1; else r = m;
+  }
+  *b = l;
+}
+
 }  // namespace cuda
 }  // namespace tfsort
 

@@ -58,6 +58,7 @@ class DeviceScheduleCache {
   struct Entry {
     Tensor lo, hi, start;
     std::vector<int64_t> host_start;
+    std::vector<uint8_t> tile_local;
     int64_t num = 0;
   };
 
@@ -69,6 +70,7 @@ class DeviceScheduleCache {
     auto e = std::make_shared<Entry>();
     std::vector<int32_t> lo, hi;
     cuda::BuildGpuSchedule(net, n, &lo, &hi, &e->host_start);
+    cuda::TileLocalLayers(lo, hi, e->host_start, &e->tile_local);
     e->num = static_cast<int64_t>(lo.size());
     if (!ntgpu::UploadTensor(ctx, ::tensorflow::DT_INT32, e->num, lo.data(), sizeof(int32_t),
                              &e->lo) ||
@@ -96,6 +98,7 @@ cuda::GpuSchedule ViewOf(const DeviceScheduleCache::Entry& e) {
   s.hi = reinterpret_cast<const int32_t*>(e.hi.tensor_data().data());
   s.layer_start = reinterpret_cast<const int64_t*>(e.start.tensor_data().data());
   s.host_layer_start = e.host_start.data();
+  s.host_tile_local = e.tile_local.data();
   s.num_layers = static_cast<int>(e.host_start.size()) - 1;
   s.num = e.num;
   return s;
