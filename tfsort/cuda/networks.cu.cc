@@ -1,7 +1,8 @@
 // GPU launchers for the sorting-network family (see networks_launch.h). The per-element and
 // per-comparator work (networks_steps.h) calls networks.h's step functions, the code the CPU
 // row functions run; here the comparators of a layer run in parallel (they are disjoint)
-// with a barrier (short rows, shared memory) or a launch (long rows) between layers.
+// with a barrier (short rows and runs of tile-local layers, in shared memory) or a launch
+// (the other layers of long rows) between layers.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

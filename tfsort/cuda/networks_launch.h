@@ -11,8 +11,10 @@
 //
 // Strategy: rows with n <= kNetShortMaxN run in one kernel, a block per row (several rows per
 // block when n is small), the row(s) in shared memory, one thread per comparator of a layer
-// and a barrier between layers. Longer rows keep their working rows in the workspace and run
-// one launch per layer (threads over rows x comparators of the layer).
+// and a barrier between layers. Longer rows keep their working rows in the workspace; runs
+// of tile-local layers (GpuSchedule::host_tile_local) run in shared memory, a block per
+// (kNetTile-wide tile, row), and every other layer is one launch (threads over rows x
+// comparators of the layer).
 //
 // Launchers never allocate or synchronize; they return cudaGetLastError() after their
 // launches (cudaSuccess and no launch when batch == 0 or n == 0). Accumulation type A: float
