@@ -152,7 +152,7 @@ class SortingNetworkGpuOp : public OpKernel {
         DevPtr<T>(x_t), DevPtr<T>(out_t), DevPtr<A>(saved_t), rs.rows, n,
         ViewOf(*sched), attrs_.relaxation, static_cast<double>(s), attrs_.descending,
         attrs_.ranks, ws, ws_bytes, GetGpuStream(ctx));
-    GpuLaunchOk(ctx, err, "tfsort: SortingNetwork GPU launch");
+    GpuLaunchOk(ctx, err, "SortingNetwork");
   }
 
  private:
@@ -217,7 +217,7 @@ class SortingNetworkGradGpuOp : public OpKernel {
           attrs_.relaxation, static_cast<double>(s), attrs_.descending, ranks, ws, ws_bytes,
           GetGpuStream(ctx));
     }
-    GpuLaunchOk(ctx, err, "tfsort: SortingNetworkGrad GPU launch");
+    GpuLaunchOk(ctx, err, kAdjoint ? "SortingNetworkGradAdjoint" : "SortingNetworkGrad");
   }
 
  private:
@@ -291,7 +291,7 @@ class CompareSwapGpuOp : public OpKernel {
         DevPtr<T>(x_t), DevPtr<T>(out_t), DevPtr<A>(diff_t), rs.rows, rs.n, up.view,
         attrs_.relaxation, static_cast<double>(s), /*descending=*/false, /*ranks=*/false, ws,
         ws_bytes, GetGpuStream(ctx));
-    GpuLaunchOk(ctx, err, "tfsort: CompareSwap GPU launch");
+    GpuLaunchOk(ctx, err, "CompareSwap");
   }
 
  private:
@@ -359,7 +359,7 @@ class CompareSwapGradGpuOp : public OpKernel {
           attrs_.relaxation, static_cast<double>(s), /*descending=*/false, /*ranks=*/false, ws,
           ws_bytes, GetGpuStream(ctx));
     }
-    GpuLaunchOk(ctx, err, "tfsort: CompareSwapGrad GPU launch");
+    GpuLaunchOk(ctx, err, kAdjoint ? "CompareSwapGradAdjoint" : "CompareSwapGrad");
   }
 
  private:

@@ -32,7 +32,7 @@ inline bool UploadAsync(::tensorflow::OpKernelContext* ctx, void* dst, const voi
   std::memcpy(staging.data(), src, bytes);
   const cudaError_t err = cudaMemcpyAsync(dst, staging.data(), bytes, cudaMemcpyHostToDevice,
                                           GetGpuStream(ctx));
-  return GpuLaunchOk(ctx, err, "tfsort: host-to-device copy");
+  return GpuLaunchOk(ctx, err, "cudaMemcpyAsync (host to device)");
 }
 
 // A device tensor of `count` elements of `dtype` holding a copy of host data.

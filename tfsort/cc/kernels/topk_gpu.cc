@@ -72,7 +72,7 @@ class SigmoidTopKGpuOp : public OpKernel {
     }
     const cudaError_t err = cuda::LaunchSigmoidTopK<Dev<T>>(
         DevPtr<T>(x_t), k_dev, k_host[0], eps, DevPtr<T>(out_t), rows, n, GetGpuStream(ctx));
-    GpuLaunchOk(ctx, err, "tfsort: SigmoidTopK GPU launch");
+    GpuLaunchOk(ctx, err, "SigmoidTopK");
   }
 };
 
@@ -95,7 +95,7 @@ class SigmoidTopKGradGpuOp : public OpKernel {
     const cudaError_t err =
         cuda::LaunchSigmoidTopKGrad<Dev<T>>(DevPtr<T>(g_t), DevPtr<T>(p_t), eps,
                                             DevPtr<T>(out_t), rs.rows, rs.n, GetGpuStream(ctx));
-    GpuLaunchOk(ctx, err, "tfsort: SigmoidTopKGrad GPU launch");
+    GpuLaunchOk(ctx, err, "SigmoidTopKGrad");
   }
 };
 
