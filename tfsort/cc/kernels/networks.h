@@ -256,6 +256,58 @@ TFSORT_HD inline void MixRows(A alpha, A* u, A* v, int n) {
   }
 }
 
+// Per-comparator steps. The row functions below run them over the comparator list; a GPU
+// kernel runs the comparators of one layer in parallel (they are disjoint), so both execute
+// the same operations on every wire in the same order.
+
+// Rank step of comparator k (run in reverse comparator order): mixes the back-propagated
+// rank vector (ri, rj) = (r[lo], r[hi]) with alpha(u) and returns r[lo] - r[hi] before.
+template <typename A>
+TFSORT_HD inline A RankStep(Relaxation rel, A s, A u, A* ri, A* rj) {
+  const A alpha = Relax(rel, s, u).alpha;
+  const A a = *ri, b = *rj;
+  *ri = alpha * a + (A(1) - alpha) * b;
+  *rj = (A(1) - alpha) * a + alpha * b;
+  return a - b;
+}
+
+// Rank-cotangent step of comparator k (forward order): returns dL/dalpha_k =
+// rdiff (h[lo] - h[hi]) and mixes (h[lo], h[hi]) with alpha(u).
+template <typename A>
+TFSORT_HD inline A RankCotangentStep(Relaxation rel, A s, A u, A rdiff, A* hi_, A* hj) {
+  const A alpha = Relax(rel, s, u).alpha;
+  const A a = *hi_, b = *hj;
+  const A lalpha = rdiff * (a - b);
+  *hi_ = alpha * a + (A(1) - alpha) * b;
+  *hj = (A(1) - alpha) * a + alpha * b;
+  return lalpha;
+}
+
+// Backward step of comparator k (reverse order) on the cotangent (g[lo], g[hi]): the
+// comparator's VJP, then the optional injections (gdiff: cotangent of u_k; lalpha: dL/dalpha_k
+// of the rank mode, 0 for none). Returns g[lo] - g[hi] before the VJP (gsnap).
+template <typename A>
+TFSORT_HD inline A BackwardStep(Relaxation rel, A s, A u, A* gi, A* gj, bool has_gdiff,
+                                A gdiff, bool has_lalpha, A lalpha) {
+  const Weights<A> w = Relax(rel, s, u);
+  const A gmn = *gi, gmx = *gj;
+  A ni = w.c * gmn + (A(1) - w.c) * gmx;
+  A nj = (A(1) - w.c) * gmn + w.c * gmx;
+  if (has_gdiff) {
+    ni -= gdiff;
+    nj += gdiff;
+  }
+  if (has_lalpha) {
+    // alpha depends on u = x_hi - x_lo.
+    const A t = w.dalpha * lalpha;
+    ni -= t;
+    nj += t;
+  }
+  *gi = ni;
+  *gj = nj;
+  return gmn - gmx;
+}
+
 // Forward pass of one row (x: n values, overwritten by the relaxed sort, ascending).
 // diffs[k] = u of comparator k. When rank is non-null it receives the soft ranks
 // rank = P^T r0 (r0 given in rank, overwritten), and rdiffs[k] = r[lo] - r[hi] of the
@@ -267,13 +319,7 @@ TFSORT_HD void ForwardRow(Relaxation rel, A s, const int32_t* lo, const int32_t*
   if (rank == nullptr) return;
   // rank = M_1^T ... M_K^T r0; each M is symmetric, so walk comparators backwards.
   for (int64_t k = num - 1; k >= 0; --k) {
-    const A alpha = Relax(rel, s, diffs[k]).alpha;
-    A& ri = rank[lo[k]];
-    A& rj = rank[hi[k]];
-    rdiffs[k] = ri - rj;
-    const A a = ri, b = rj;
-    ri = alpha * a + (A(1) - alpha) * b;
-    rj = (A(1) - alpha) * a + alpha * b;
+    rdiffs[k] = RankStep(rel, s, diffs[k], rank + lo[k], rank + hi[k]);
   }
 }
 
@@ -293,33 +339,14 @@ TFSORT_HD void BackwardRow(Relaxation rel, A s, const int32_t* lo, const int32_t
                            A* lalpha, const A* gdiffs = nullptr, A* gsnap = nullptr) {
   if (h != nullptr) {
     for (int64_t k = 0; k < num; ++k) {
-      const A alpha = Relax(rel, s, diffs[k]).alpha;
-      A& hi_ = h[lo[k]];
-      A& hj = h[hi[k]];
-      lalpha[k] = rdiffs[k] * (hi_ - hj);
-      const A a = hi_, b = hj;
-      hi_ = alpha * a + (A(1) - alpha) * b;
-      hj = (A(1) - alpha) * a + alpha * b;
+      lalpha[k] = RankCotangentStep(rel, s, diffs[k], rdiffs[k], h + lo[k], h + hi[k]);
     }
   }
   for (int64_t k = num - 1; k >= 0; --k) {
-    const Weights<A> w = Relax(rel, s, diffs[k]);
-    A& gi = g[lo[k]];
-    A& gj = g[hi[k]];
-    const A gmn = gi, gmx = gj;
-    if (gsnap != nullptr) gsnap[k] = gmn - gmx;
-    gi = w.c * gmn + (A(1) - w.c) * gmx;
-    gj = (A(1) - w.c) * gmn + w.c * gmx;
-    if (gdiffs != nullptr) {
-      gi -= gdiffs[k];
-      gj += gdiffs[k];
-    }
-    if (h != nullptr) {
-      // alpha depends on u = x_hi - x_lo.
-      const A t = w.dalpha * lalpha[k];
-      gi -= t;
-      gj += t;
-    }
+    const A snap = BackwardStep(rel, s, diffs[k], g + lo[k], g + hi[k], gdiffs != nullptr,
+                                gdiffs != nullptr ? gdiffs[k] : A(0), h != nullptr,
+                                h != nullptr ? lalpha[k] : A(0));
+    if (gsnap != nullptr) gsnap[k] = snap;
   }
 }
 
@@ -370,6 +397,18 @@ TFSORT_HD inline A DcDu(Relaxation r, A s, A u, const Weights<A>& w) {
   return A(2) * w.dalpha + u * d2;
 }
 
+// Adjoint step of comparator k (forward order) on the tangent (h[lo], h[hi]): returns
+// d<h, G>/du_k, sets *hgdiff = d<h, G>/dgdiffs_k and applies the comparator's Jacobian.
+template <typename A>
+TFSORT_HD inline A AdjointStep(Relaxation rel, A s, A u, A gsnap, A* hl, A* hh, A* hgdiff) {
+  const Weights<A> w = Relax(rel, s, u);
+  const A a = *hl, b = *hh;
+  *hgdiff = b - a;
+  *hl = w.c * a + (A(1) - w.c) * b;
+  *hh = (A(1) - w.c) * a + w.c * b;
+  return (a - b) * gsnap * DcDu(rel, s, u, w);
+}
+
 // Adjoint of the sort-mode BackwardRow, and its derivative w.r.t. the diffs. BackwardRow
 // computes G = M_1 ... M_K g (+ the gdiffs injections), M_k = [[c, 1 - c], [1 - c, c]]
 // symmetric. For a tangent h (in place, becomes M_K ... M_1 h, the JVP of the forward
@@ -382,14 +421,9 @@ TFSORT_HD void BackwardRowAdjoint(Relaxation rel, A s, const int32_t* lo, const 
                                   int64_t num, const A* diffs, const A* gsnap, A* h,
                                   A* hdiffs, A* hgdiffs) {
   for (int64_t k = 0; k < num; ++k) {
-    const Weights<A> w = Relax(rel, s, diffs[k]);
-    A& hl = h[lo[k]];
-    A& hh = h[hi[k]];
-    const A a = hl, b = hh;
-    hdiffs[k] = (a - b) * gsnap[k] * DcDu(rel, s, diffs[k], w);
-    if (hgdiffs != nullptr) hgdiffs[k] = b - a;
-    hl = w.c * a + (A(1) - w.c) * b;
-    hh = (A(1) - w.c) * a + w.c * b;
+    A hg;
+    hdiffs[k] = AdjointStep(rel, s, diffs[k], gsnap[k], h + lo[k], h + hi[k], &hg);
+    if (hgdiffs != nullptr) hgdiffs[k] = hg;
   }
 }
 

@@ -114,6 +114,31 @@ TFSORT_HD inline float ExpNonPositive(float x) {
   return out.f;
 }
 
+// One element of EvalSigmoid: p = sigmoid(u), c = 1 - p = sigmoid(-u) (without
+// cancellation) and v = p (1 - p) / eps, at u = ((x + th) + tl) * ie (t = th + tl, ie = 1/eps).
+template <typename C>
+TFSORT_HD inline void SigmoidElem(C x, C th, C tl, C ie, C* p, C* c, C* v) {
+  const C u = ((x + th) + tl) * ie;
+  const C e = ExpNonPositive(-std::fabs(u));
+  const C r = C(1) / (C(1) + e);
+  const C er = e * r;
+#ifdef __CUDA_ARCH__
+  const bool pos = u >= C(0);  // u is not NaN: rows are checked finite first
+#else
+  const bool pos = std::isgreaterequal(u, C(0));  // quiet compare: vectorizes
+#endif
+  *p = pos ? r : er;
+  *c = pos ? er : r;
+  *v = er * r * ie;
+}
+
+// t split into th + tl in C (tl = 0 for double); see EvalSigmoidImpl.
+template <typename C>
+TFSORT_HD inline void SplitThreshold(double t, C* th, C* tl) {
+  *th = static_cast<C>(t);
+  *tl = static_cast<C>(t - static_cast<double>(*th));
+}
+
 // Evaluates, at threshold t, p_i = sigmoid(u_i), c_i = 1 - p_i = sigmoid(-u_i) (without
 // cancellation) and v_i = p_i (1 - p_i) / eps, u_i = (x_i + t) / eps. Returns sum p;
 // sets sum v and sum c. The element loop has no reductions so that it vectorizes; sums are
@@ -125,18 +150,9 @@ TFSORT_HD inline double EvalSigmoidImpl(const C* x, int n, double t, double inv_
   // t as an unevaluated sum th + tl (tl = 0 for double). Near the threshold x_i + th
   // cancels exactly (Sterbenz), so u keeps full precision where the mask is not saturated
   // while the loop stays in C (four floats per SSE vector instead of two doubles).
-  const C th = static_cast<C>(t);
-  const C tl = static_cast<C>(t - static_cast<double>(th));
-  for (int i = 0; i < n; ++i) {
-    const C u = ((x[i] + th) + tl) * ie;
-    const C e = ExpNonPositive(-std::fabs(u));
-    const C r = C(1) / (C(1) + e);
-    const C er = e * r;
-    const bool pos = std::isgreaterequal(u, C(0));  // quiet compare: vectorizes
-    p[i] = pos ? r : er;
-    c[i] = pos ? er : r;
-    v[i] = er * r * ie;
-  }
+  C th, tl;
+  SplitThreshold(t, &th, &tl);
+  for (int i = 0; i < n; ++i) SigmoidElem(x[i], th, tl, ie, p + i, c + i, v + i);
   double sp[4] = {0, 0, 0, 0}, sc[4] = {0, 0, 0, 0}, sv[4] = {0, 0, 0, 0};
   int i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -176,52 +192,60 @@ TFSORT_HD inline double EvalSigmoid(const double* x, int n, double t, double inv
   return EvalSigmoidImpl(x, n, t, inv_eps, p, c, v, sum_v, sum_c);
 }
 
-// Solves for the threshold of one finite row and writes the mask into p (v and c are
-// scratch of n elements). Returns the threshold t. Requires 0 < k < n and eps > 0.
-template <typename C>
-TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C* v, C* c) {
-  const double inv_eps = 1.0 / eps;
-  double xmax = static_cast<double>(x[0]), xmin = xmax, mean = 0.0;
-  for (int i = 0; i < n; ++i) {
-    const double xi = static_cast<double>(x[i]);
-    xmax = xi > xmax ? xi : xmax;
-    xmin = xi < xmin ? xi : xmin;
-    mean += xi;
-  }
-  mean /= n;
-  const double base = eps * std::log(k / (static_cast<double>(n) - k));
-  double lo = base - xmax, hi = base - xmin;
-  // The mean lies in [min, max], so t0 lies in the bracket; for a constant row t0 is exact.
-  // That is the large-eps solution; when eps is small against the spread the mask is near
-  // the hard top-k, whose threshold lies between the k-th and (k+1)-th largest values, so
-  // start there instead (an O(n) selection, worth about one evaluation, where Newton from
-  // the mean would crawl through the order statistics for many).
-  double t = base - mean;
-#ifndef __CUDA_ARCH__
-  if (16.0 * eps < xmax - xmin) {
-    int kk = static_cast<int>(k + 0.5);
-    kk = kk < 1 ? 1 : (kk > n - 1 ? n - 1 : kk);
-    for (int i = 0; i < n; ++i) v[i] = x[i];
-    std::nth_element(v, v + (kk - 1), v + n, [](C a, C b) { return a > b; });
-    C next = v[kk];
-    for (int i = kk + 1; i < n; ++i) next = v[i] > next ? v[i] : next;
-    t = -0.5 * (static_cast<double>(v[kk - 1]) + static_cast<double>(next));
-  }
-#endif
-  if (!(t >= lo)) t = lo;
-  if (!(t <= hi)) t = hi;
-  // Newton's error after a step dt is O(dt^2 / eps) in t, so once |dt| / eps is below the
-  // square root of the working precision the first-order update p += v * dt finishes the
-  // solve (mask error below one rounding of C); tol_t covers rounding of t itself.
-  const double tol_u = (sizeof(C) == 4 ? 2e-4 : 1e-8) * eps;
-  const double tol_t = (sizeof(C) == 4 ? 2e-7 : 4e-16);
-  double prev_abs_f = HUGE_VAL;
+// The threshold iteration of SigmoidTopKRow as a state machine, so that a GPU kernel can
+// evaluate the sums cooperatively and run the same control logic: Init, then repeatedly
+// evaluate the sums at t and call Update until it returns something other than kContinue.
+// The mask is then p(t) (kDone), or p(t) + v(t) dt clipped to [0, 1] (kFirstOrder, the
+// converged Newton step's first-order finish), with p, v evaluated at the final t.
+struct SigmoidSolver {
+  enum Action { kContinue = 0, kDone = 1, kFirstOrder = 2 };
+  double k = 0, n = 0, eps = 0, lo = 0, hi = 0, t = 0, dt = 0;
+  double tol_u = 0, tol_t = 0, prev_abs_f = 0;
   bool last_newton = false;
-  for (int it = 0; it < kMaxIterations; ++it) {
-    double sv, sq;
-    const double sp = EvalSigmoid(x, n, t, inv_eps, p, c, v, &sv, &sq);
+  int it = 0;
+
+  // Bracket, tolerances and the large-eps start t = eps logit(k / n) - mean. c_bytes is
+  // sizeof(C), the element compute type.
+  TFSORT_HD void Init(int n_, double k_, double eps_, double xmin, double xmax, double mean,
+                      int c_bytes) {
+    k = k_;
+    eps = eps_;
+    n = static_cast<double>(n_);
+    const double base = eps * std::log(k / (n - k));
+    lo = base - xmax;
+    hi = base - xmin;
+    // The mean lies in [min, max], so t0 lies in the bracket; for a constant row t0 is
+    // exact (see Start for the small-eps start).
+    t = base - mean;
+    // Newton's error after a step dt is O(dt^2 / eps) in t, so once |dt| / eps is below the
+    // square root of the working precision the first-order update p += v * dt finishes the
+    // solve (mask error below one rounding of C); tol_t covers rounding of t itself.
+    tol_u = (c_bytes == 4 ? 2e-4 : 1e-8) * eps;
+    tol_t = (c_bytes == 4 ? 2e-7 : 4e-16);
+    prev_abs_f = HUGE_VAL;
+    last_newton = false;
+    it = 0;
+    dt = 0.0;
+    Clamp();
+  }
+
+  // Replaces the start (clamped to the bracket).
+  TFSORT_HD void Start(double t0) {
+    t = t0;
+    Clamp();
+  }
+
+  TFSORT_HD void Clamp() {
+    if (!(t >= lo)) t = lo;
+    if (!(t <= hi)) t = hi;
+  }
+
+  // Takes the sums at the current t (sp = sum p, sv = sum v, sq = sum (1 - p)); returns
+  // kContinue with a new t, or the final action (t then is the final threshold and, for
+  // kFirstOrder, dt the last step).
+  TFSORT_HD Action Update(double sp, double sv, double sq) {
     const double f = sp - k;
-    if (f == 0.0 || lo == hi) return t;
+    if (f == 0.0 || lo == hi) return kDone;
     if (f < 0.0) {
       lo = t;
     } else {
@@ -237,36 +261,83 @@ TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C
       // the selected side's mass is nearly exponential in t in the tail where the root of a
       // small k lies, where plain Newton crawls by about eps per step and the log form is
       // nearly exact.
-      double dt = -f / sv;
-      if (2.0 * k <= static_cast<double>(n) && sp > 0.0) {
-        dt = std::log(k / sp) * sp / sv;
-      } else if (2.0 * k > static_cast<double>(n) && sq > 0.0) {
-        dt = -std::log((static_cast<double>(n) - k) / sq) * sq / sv;
+      double step = -f / sv;
+      if (2.0 * k <= n && sp > 0.0) {
+        step = std::log(k / sp) * sp / sv;
+      } else if (2.0 * k > n && sq > 0.0) {
+        step = -std::log((n - k) / sq) * sq / sv;
       }
-      const double tn = t + dt;
-      const double abs_dt = dt < 0.0 ? -dt : dt;
+      const double tn = t + step;
+      const double abs_dt = step < 0.0 ? -step : step;
       if (abs_dt <= tol_u || abs_dt <= tol_t * ((t < 0.0 ? -t : t) + eps)) {
-        // Converged: a first-order update of p finishes the last (tiny) step.
-        const C cdt = static_cast<C>(dt);
-        for (int i = 0; i < n; ++i) {
-          C pi = p[i] + v[i] * cdt;
-          p[i] = pi < C(0) ? C(0) : (pi > C(1) ? C(1) : pi);
-        }
-        return tn;
+        dt = step;
+        return kFirstOrder;
       }
       if (tn > lo && tn < hi) {
         t = tn;
         last_newton = true;
-        continue;
+        return Next();
       }
     }
     const double mid = KeyMidpoint(lo, hi);
-    if (mid == lo || mid == hi) return t;  // bracket closed to adjacent doubles
+    if (mid == lo || mid == hi) return kDone;  // bracket closed to adjacent doubles
     t = mid;
+    return Next();
   }
-  double sv, sq;
-  EvalSigmoid(x, n, t, inv_eps, p, c, v, &sv, &sq);  // iteration cap: p at the last t
-  return t;
+
+ private:
+  // Counts an iteration; at the cap the mask is p at the (unevaluated) new t.
+  TFSORT_HD Action Next() { return ++it < kMaxIterations ? kContinue : kDone; }
+};
+
+// Solves for the threshold of one finite row and writes the mask into p (v and c are
+// scratch of n elements). Returns the threshold t. Requires 0 < k < n and eps > 0.
+template <typename C>
+TFSORT_HD double SigmoidTopKRow(const C* x, int n, double k, double eps, C* p, C* v, C* c) {
+  const double inv_eps = 1.0 / eps;
+  double xmax = static_cast<double>(x[0]), xmin = xmax, mean = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double xi = static_cast<double>(x[i]);
+    xmax = xi > xmax ? xi : xmax;
+    xmin = xi < xmin ? xi : xmin;
+    mean += xi;
+  }
+  mean /= n;
+  SigmoidSolver solver;
+  solver.Init(n, k, eps, xmin, xmax, mean, static_cast<int>(sizeof(C)));
+  // Init starts from the large-eps solution. When eps is small against the spread the mask
+  // is near the hard top-k, whose threshold lies between the k-th and (k+1)-th largest
+  // values, so start there instead (an O(n) selection, worth about one evaluation, where
+  // Newton from the mean would crawl through the order statistics for many).
+#ifndef __CUDA_ARCH__
+  if (16.0 * eps < xmax - xmin) {
+    int kk = static_cast<int>(k + 0.5);
+    kk = kk < 1 ? 1 : (kk > n - 1 ? n - 1 : kk);
+    for (int i = 0; i < n; ++i) v[i] = x[i];
+    std::nth_element(v, v + (kk - 1), v + n, [](C a, C b) { return a > b; });
+    C next = v[kk];
+    for (int i = kk + 1; i < n; ++i) next = v[i] > next ? v[i] : next;
+    solver.Start(-0.5 * (static_cast<double>(v[kk - 1]) + static_cast<double>(next)));
+  }
+#endif
+  for (;;) {
+    double sv, sq;
+    const double sp = EvalSigmoid(x, n, solver.t, inv_eps, p, c, v, &sv, &sq);
+    const SigmoidSolver::Action act = solver.Update(sp, sv, sq);
+    if (act == SigmoidSolver::kContinue) continue;
+    if (act == SigmoidSolver::kFirstOrder) {
+      // Converged: a first-order update of p finishes the last (tiny) step.
+      const C cdt = static_cast<C>(solver.dt);
+      for (int i = 0; i < n; ++i) {
+        C pi = p[i] + v[i] * cdt;
+        p[i] = pi < C(0) ? C(0) : (pi > C(1) ? C(1) : pi);
+      }
+      return solver.t + solver.dt;
+    }
+    // kDone: p must hold p(t); after the iteration cap t is new and not yet evaluated.
+    if (solver.it >= kMaxIterations) EvalSigmoid(x, n, solver.t, inv_eps, p, c, v, &sv, &sq);
+    return solver.t;
+  }
 }
 
 // VJP (= JVP, J is symmetric) of the sigmoid top-k mask given the mask p:

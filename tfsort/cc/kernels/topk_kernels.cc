@@ -16,6 +16,7 @@
 #include "tfsort/cc/kernels/kernel_util.h"
 #include "tfsort/cc/kernels/sort_util.h"
 #include "tfsort/cc/kernels/topk.h"
+#include "tfsort/cc/kernels/topk_kernel_util.h"
 
 namespace tfsort {
 
@@ -28,45 +29,7 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
-// Validates values (rank >= 1) and k (one value, or one per row: 0 < k < n, integer when
-// `integer_k`). On success sets rows, n and k_stride (0 for a shared k, 1 per row).
-::tensorflow::Status CheckTopKInputs(const Tensor& x_t, const Tensor& k_t, bool integer_k,
-                                     int64_t* rows, int* n, int* k_stride) {
-  if (x_t.dims() < 1) {
-    return InvalidArgument("values must have rank >= 1, got shape ",
-                           x_t.shape().DebugString());
-  }
-  const int64_t len = x_t.dim_size(x_t.dims() - 1);
-  if (len > std::numeric_limits<int32_t>::max() - 1) {
-    return InvalidArgument("values: the top-k axis has ", len,
-                           " elements; at most 2^31 - 2 are supported");
-  }
-  *n = static_cast<int>(len);
-  int64_t r = 1;
-  for (int d = 0; d + 1 < x_t.dims(); ++d) r *= x_t.dim_size(d);
-  *rows = r;
-  if (k_t.dims() == 0) {
-    *k_stride = 0;
-  } else if (k_t.dims() == 1 && k_t.dim_size(0) == r) {
-    *k_stride = 1;
-  } else {
-    return InvalidArgument("k must have shape [] or [", r, "] (one value per row of values ",
-                           x_t.shape().DebugString(), "), got ", k_t.shape().DebugString());
-  }
-  const double* k = k_t.flat<double>().data();
-  const int64_t nk = *k_stride == 0 ? 1 : r;
-  for (int64_t i = 0; i < nk; ++i) {
-    if (!(k[i] > 0.0 && k[i] < static_cast<double>(len))) {
-      return InvalidArgument("k must satisfy 0 < k < n = ", len, " (the size of the top-k axis)",
-                             ", got k = ", k[i], nk > 1 ? " in row " : "",
-                             nk > 1 ? std::to_string(i) : std::string());
-    }
-    if (integer_k && std::floor(k[i]) != k[i]) {
-      return InvalidArgument("k must be an integer for the sparse top-k, got ", k[i]);
-    }
-  }
-  return ::tensorflow::Status();
-}
+using topkkernels::CheckTopKInputs;
 
 // ---------------------------------------------------------------------------------------
 // SigmoidTopK
