@@ -2,7 +2,9 @@
 
 These run on every machine: a CUDA-enabled tfsort/_tfsort_ops.so (built where nvcc exists)
 must import and run its CPU kernels without a GPU, driver or libcudart, and must register a
-GPU kernel for every op of the isotonic family in every dtype.
+GPU kernel in every dtype for every op of the isotonic family, the sorting networks and the
+sigmoid top-k (SortingNetworkPermutation and SparseTopK stay CPU-only); a CPU-only build
+registers none. Registration needs no device.
 """
 
 import importlib.util
@@ -16,8 +18,16 @@ from tfsort import _build_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ISOTONIC_OPS = ["IsotonicL2", "IsotonicKL", "IsotonicL2Grad", "IsotonicKLGrad", "SoftRank",
-                "SoftSort", "SoftRankGrad", "SoftSortGrad"]
+GPU_OPS = [
+    "IsotonicL2", "IsotonicKL", "IsotonicL2Grad", "IsotonicKLGrad",
+    "SoftRank", "SoftSort", "SoftRankGrad", "SoftSortGrad",
+    "SortingNetwork", "SortingNetworkGrad", "SortingNetworkGradAdjoint",
+    "CompareSwap", "CompareSwapGrad", "CompareSwapGradAdjoint",
+    "SigmoidTopK", "SigmoidTopKGrad",
+]
+CPU_ONLY_OPS = [
+    "SortingNetworkPermutation", "SortingNetworkPermutationGrad", "SparseTopK", "SparseTopKGrad",
+]
 
 
 def _setup_module():
@@ -58,15 +68,15 @@ def _gpu_kernel_types(op):
     return found
 
 
-@pytest.mark.skipif(not _build_info.CUDA, reason="library built without CUDA")
-@pytest.mark.parametrize("op", ISOTONIC_OPS)
-def test_cuda_build_registers_gpu_kernels(op):
-    assert _gpu_kernel_types(op) == {"float16", "bfloat16", "float32", "float64"}
+@pytest.mark.parametrize("op", GPU_OPS)
+def test_gpu_kernels_registered_with_cuda(op):
+    expected = {"float16", "bfloat16", "float32", "float64"} if _build_info.CUDA else set()
+    assert _gpu_kernel_types(op) == expected
 
 
-@pytest.mark.skipif(_build_info.CUDA, reason="library built with CUDA")
-def test_cpu_build_registers_no_gpu_kernels():
-    assert _gpu_kernel_types("SoftRank") == set()
+@pytest.mark.parametrize("op", CPU_ONLY_OPS)
+def test_cpu_only_ops(op):
+    assert _gpu_kernel_types(op) == set()
 
 
 def test_library_runs_on_cpu():

@@ -38,6 +38,19 @@ def load_reference():
     return mod
 
 
+def dtypes(torch):
+    """The four dtypes every launcher is instantiated for."""
+    return [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def skip_emulated(torch, dtype):
+    """The host emulation (TFSORT_NT_EMULATE=1) has float32 and float64 launchers only."""
+    if EMULATE and dtype in (torch.float16, torch.bfloat16):
+        import pytest  # noqa: PLC0415
+
+        pytest.skip("the host emulation has float32 and float64 only")
+
+
 def suffix(torch, dtype):
     return {
         torch.float16: "f16",

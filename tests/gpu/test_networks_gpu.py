@@ -30,11 +30,7 @@ if DEV == "cuda" and not torch.cuda.is_available():
     pytest.skip("no CUDA GPU visible to torch", allow_module_level=True)
 
 
-def _skip_emulated(dtype):
-    if H.EMULATE and dtype in (torch.float16, torch.bfloat16):
-        pytest.skip("the host emulation has float32 and float64 only")
-
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+DTYPES = H.dtypes(torch)
 # Tolerance relative to the row's scale, per dtype (outputs are rounded to the dtype).
 TOL = {torch.float16: 1.5e-2, torch.bfloat16: 6e-2, torch.float32: 2e-4, torch.float64: 1e-9}
 
@@ -96,7 +92,7 @@ CASES = [
 @pytest.mark.parametrize("desc", [False, True])
 @pytest.mark.parametrize("network,n,batch,rels", CASES, ids=lambda c: str(c) if not isinstance(c, tuple) else "rels")
 def test_sort_forward_grad_adjoint(harness, nets, dtype, desc, network, n, batch, rels):
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     sched = _sched(harness, network, n)
     lays = sched.layers()
     x = _inputs(batch, n, dtype, seed=n + batch)
@@ -128,7 +124,7 @@ def test_sort_forward_grad_adjoint(harness, nets, dtype, desc, network, n, batch
 @pytest.mark.parametrize("network,n", [("bitonic", 7), ("bitonic", 16), ("odd_even", 9), ("bitonic", 2049)])
 def test_adjoint_saved_derivatives_by_finite_differences(harness, nets, dtype, network, n):
     """d_saved and d_grad_saved are the derivatives of <tangent, Grad(grad, saved, gs)>."""
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     sched = _sched(harness, network, n)
     x, g, t = (_inputs(2, n, torch.float64, seed=n + i) for i in range(3))
     for rel in ("logistic", "cauchy", "softmax"):
@@ -158,7 +154,7 @@ def test_adjoint_saved_derivatives_by_finite_differences(harness, nets, dtype, n
 @pytest.mark.parametrize("network,n,batch", [("bitonic", 1, 2), ("bitonic", 7, 3), ("odd_even", 7, 3),
                                              ("bitonic", 64, 2), ("bitonic", 2049, 1)])
 def test_ranks_forward_and_grad(harness, nets, dtype, desc, network, n, batch):
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     sched = _sched(harness, network, n)
     lays = sched.layers()
     x = _inputs(batch, n, dtype, seed=5 * n)
@@ -187,7 +183,7 @@ def test_ranks_forward_and_grad(harness, nets, dtype, desc, network, n, batch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
 @pytest.mark.parametrize("n", [16, 5])
 def test_batch_65536(harness, nets, dtype, n):
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     sched = _sched(harness, "bitonic", n)
     lays = sched.layers()
     x = _inputs(65536, n, dtype, seed=1)
@@ -208,7 +204,7 @@ def test_batch_65536(harness, nets, dtype, n):
 def test_compare_swap_layer(harness, nets, dtype, n):
     """The CompareSwap ops: one layer of arbitrary disjoint comparators (some with
     left > right), on the shared-memory path (n = 9) and the global one (n = 3000)."""
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     perm = np.random.default_rng(n).permutation(n)
     m = n // 2 - 1
     lo, hi = perm[:m], perm[m : 2 * m]

@@ -30,11 +30,7 @@ if DEV == "cuda" and not torch.cuda.is_available():
     pytest.skip("no CUDA GPU visible to torch", allow_module_level=True)
 
 
-def _skip_emulated(dtype):
-    if H.EMULATE and dtype in (torch.float16, torch.bfloat16):
-        pytest.skip("the host emulation has float32 and float64 only")
-
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+DTYPES = H.dtypes(torch)
 # Mask tolerance per dtype (the mask is rounded to the dtype; float computes in float32).
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1.2e-2, torch.float32: 2e-5, torch.float64: 1e-10}
 
@@ -57,7 +53,7 @@ def _inputs(batch, n, dtype, seed):
 @pytest.mark.parametrize("n,batch", [(2, 3), (7, 3), (100, 4), (2048, 2), (2049, 3), (65536, 1), (65536, 2)])
 @pytest.mark.parametrize("eps", [1e-2, 1.0])
 def test_sigmoid_topk_and_grad(topk, dtype, n, batch, eps):
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     x = _inputs(batch, n, dtype, seed=n)
     xd = x.double().numpy()
     xc = x.to(DEV)
@@ -83,7 +79,7 @@ def test_sigmoid_topk_and_grad(topk, dtype, n, batch, eps):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("n", [5, 3000])
 def test_non_finite_rows_give_nan_rows(topk, dtype, n):
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     x = _inputs(4, n, dtype, seed=3)
     x[2, 1] = float("nan")
     x[3, 0] = float("inf")
@@ -96,7 +92,7 @@ def test_non_finite_rows_give_nan_rows(topk, dtype, n):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_batch_65536(topk, dtype):
-    _skip_emulated(dtype)
+    H.skip_emulated(torch, dtype)
     x = _inputs(65536, 16, dtype, seed=9)
     m = topk.forward(x.to(DEV), 3.0, 0.1)
     np.testing.assert_allclose(m.double().cpu().numpy(), ref.sigmoid_topk(x.double().numpy(), 3.0, 0.1),
