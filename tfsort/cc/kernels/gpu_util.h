@@ -39,6 +39,9 @@ struct GpuStorage<Eigen::bfloat16> {
 static_assert(sizeof(Eigen::half) == sizeof(__half), "half layout");
 static_assert(sizeof(Eigen::bfloat16) == sizeof(__nv_bfloat16), "bfloat16 layout");
 
+template <typename T>
+using GpuType = typename GpuStorage<T>::type;
+
 // Device pointers of a tensor as the launcher's storage type.
 template <typename T>
 inline const typename GpuStorage<T>::type* GpuData(const ::tensorflow::Tensor& t) {

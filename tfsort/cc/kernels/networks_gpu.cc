@@ -104,18 +104,6 @@ cuda::GpuSchedule ViewOf(const DeviceScheduleCache::Entry& e) {
   return s;
 }
 
-template <typename T>
-using Dev = typename GpuStorage<T>::type;
-
-template <typename T>
-const Dev<T>* DevPtr(const Tensor& t) {
-  return reinterpret_cast<const Dev<T>*>(t.tensor_data().data());
-}
-template <typename T>
-Dev<T>* DevPtr(Tensor* t) {
-  return reinterpret_cast<Dev<T>*>(const_cast<char*>(t->tensor_data().data()));
-}
-
 // ---------------------------------------------------------------------------------------
 // SortingNetwork
 
@@ -148,8 +136,8 @@ class SortingNetworkGpuOp : public OpKernel {
     Tensor ws_t;
     void* ws = nullptr;
     if (!AllocateWorkspace(ctx, ws_bytes, &ws_t, &ws)) return;
-    const cudaError_t err = cuda::LaunchSortingNetwork<Dev<T>>(
-        DevPtr<T>(x_t), DevPtr<T>(out_t), DevPtr<A>(saved_t), rs.rows, n,
+    const cudaError_t err = cuda::LaunchSortingNetwork<GpuType<T>>(
+        GpuData<T>(x_t), GpuData<T>(out_t), GpuData<A>(saved_t), rs.rows, n,
         ViewOf(*sched), attrs_.relaxation, static_cast<double>(s), attrs_.descending,
         attrs_.ranks, ws, ws_bytes, GetGpuStream(ctx));
     GpuLaunchOk(ctx, err, "SortingNetwork");
@@ -195,8 +183,8 @@ class SortingNetworkGradGpuOp : public OpKernel {
     if (rs.rows == 0) return;
     A s;
     OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
-    const A* saved = DevPtr<A>(saved_t);
-    const A* gsaved = gs_zero || gs_t.NumElements() == 0 ? nullptr : DevPtr<A>(gs_t);
+    const A* saved = GpuData<A>(saved_t);
+    const A* gsaved = gs_zero || gs_t.NumElements() == 0 ? nullptr : GpuData<A>(gs_t);
     const cuda::NetMode mode = kAdjoint ? cuda::NetMode::kGradAdjoint
                                         : (ranks ? cuda::NetMode::kGradRank
                                                  : cuda::NetMode::kGradSort);
@@ -207,13 +195,13 @@ class SortingNetworkGradGpuOp : public OpKernel {
     if (!AllocateWorkspace(ctx, ws_bytes, &ws_t, &ws)) return;
     cudaError_t err;
     if (kAdjoint) {
-      err = cuda::LaunchSortingNetworkGradAdjoint<Dev<T>>(
-          DevPtr<T>(ctx->input(0)), DevPtr<T>(g_t), saved, gsaved, DevPtr<T>(out_t),
-          DevPtr<A>(ds_t), DevPtr<A>(dgs_t), rs.rows, n, ViewOf(*sched), attrs_.relaxation,
+      err = cuda::LaunchSortingNetworkGradAdjoint<GpuType<T>>(
+          GpuData<T>(ctx->input(0)), GpuData<T>(g_t), saved, gsaved, GpuData<T>(out_t),
+          GpuData<A>(ds_t), GpuData<A>(dgs_t), rs.rows, n, ViewOf(*sched), attrs_.relaxation,
           static_cast<double>(s), attrs_.descending, ws, ws_bytes, GetGpuStream(ctx));
     } else {
-      err = cuda::LaunchSortingNetworkGrad<Dev<T>>(
-          DevPtr<T>(g_t), saved, gsaved, DevPtr<T>(out_t), rs.rows, n, ViewOf(*sched),
+      err = cuda::LaunchSortingNetworkGrad<GpuType<T>>(
+          GpuData<T>(g_t), saved, gsaved, GpuData<T>(out_t), rs.rows, n, ViewOf(*sched),
           attrs_.relaxation, static_cast<double>(s), attrs_.descending, ranks, ws, ws_bytes,
           GetGpuStream(ctx));
     }
@@ -287,8 +275,8 @@ class CompareSwapGpuOp : public OpKernel {
     Tensor ws_t;
     void* ws = nullptr;
     if (!AllocateWorkspace(ctx, ws_bytes, &ws_t, &ws)) return;
-    const cudaError_t err = cuda::LaunchSortingNetwork<Dev<T>>(
-        DevPtr<T>(x_t), DevPtr<T>(out_t), DevPtr<A>(diff_t), rs.rows, rs.n, up.view,
+    const cudaError_t err = cuda::LaunchSortingNetwork<GpuType<T>>(
+        GpuData<T>(x_t), GpuData<T>(out_t), GpuData<A>(diff_t), rs.rows, rs.n, up.view,
         attrs_.relaxation, static_cast<double>(s), /*descending=*/false, /*ranks=*/false, ws,
         ws_bytes, GetGpuStream(ctx));
     GpuLaunchOk(ctx, err, "CompareSwap");
@@ -340,7 +328,7 @@ class CompareSwapGradGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ReadSteepness(ctx, &s));
     LayerUpload up;
     if (!UploadLayer(ctx, l_t, r_t, &up)) return;
-    const A* gd = gd_zero || gd_t.NumElements() == 0 ? nullptr : DevPtr<A>(gd_t);
+    const A* gd = gd_zero || gd_t.NumElements() == 0 ? nullptr : GpuData<A>(gd_t);
     const cuda::NetMode mode = kAdjoint ? cuda::NetMode::kGradAdjoint : cuda::NetMode::kGradSort;
     const size_t ws_bytes = cuda::SortingNetworkWorkspaceBytes(mode, rs.rows, rs.n, num,
                                                                static_cast<int>(sizeof(A)));
@@ -349,13 +337,13 @@ class CompareSwapGradGpuOp : public OpKernel {
     if (!AllocateWorkspace(ctx, ws_bytes, &ws_t, &ws)) return;
     cudaError_t err;
     if (kAdjoint) {
-      err = cuda::LaunchSortingNetworkGradAdjoint<Dev<T>>(
-          DevPtr<T>(ctx->input(0)), DevPtr<T>(g_t), DevPtr<A>(d_t), gd, DevPtr<T>(out_t),
-          DevPtr<A>(dd_t), DevPtr<A>(dgd_t), rs.rows, rs.n, up.view, attrs_.relaxation,
+      err = cuda::LaunchSortingNetworkGradAdjoint<GpuType<T>>(
+          GpuData<T>(ctx->input(0)), GpuData<T>(g_t), GpuData<A>(d_t), gd, GpuData<T>(out_t),
+          GpuData<A>(dd_t), GpuData<A>(dgd_t), rs.rows, rs.n, up.view, attrs_.relaxation,
           static_cast<double>(s), /*descending=*/false, ws, ws_bytes, GetGpuStream(ctx));
     } else {
-      err = cuda::LaunchSortingNetworkGrad<Dev<T>>(
-          DevPtr<T>(g_t), DevPtr<A>(d_t), gd, DevPtr<T>(out_t), rs.rows, rs.n, up.view,
+      err = cuda::LaunchSortingNetworkGrad<GpuType<T>>(
+          GpuData<T>(g_t), GpuData<A>(d_t), gd, GpuData<T>(out_t), rs.rows, rs.n, up.view,
           attrs_.relaxation, static_cast<double>(s), /*descending=*/false, /*ranks=*/false, ws,
           ws_bytes, GetGpuStream(ctx));
     }

@@ -30,48 +30,33 @@ using ::tensorflow::Tensor;
 
 namespace {
 
-using topkkernels::CheckTopKInputs;
-
-template <typename T>
-using Dev = typename GpuStorage<T>::type;
-
-template <typename T>
-const Dev<T>* DevPtr(const Tensor& t) {
-  return reinterpret_cast<const Dev<T>*>(t.tensor_data().data());
-}
-template <typename T>
-Dev<T>* DevPtr(Tensor* t) {
-  return reinterpret_cast<Dev<T>*>(const_cast<char*>(t->tensor_data().data()));
-}
-
 template <typename T>
 class SigmoidTopKGpuOp : public OpKernel {
  public:
   explicit SigmoidTopKGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
+    topkkernels::TopKShape ts;
+    double eps = 1.0;
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, topkkernels::PrepareTopK(ctx, false, 1, &ts, &eps, &out_t));
+    const int64_t rows = ts.rows;
+    const int n = ts.n;
+    if (rows == 0 || n == 0) return;
     const Tensor& x_t = ctx->input(0);
     const Tensor& k_t = ctx->input(1);
-    int64_t rows;
-    int n, k_stride;
-    OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, false, &rows, &n, &k_stride));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
-    if (rows == 0 || n == 0) return;
     const double* k_host = k_t.flat<double>().data();
     Tensor k_dev_t;
     const double* k_dev = nullptr;
-    if (k_stride == 1) {
+    if (ts.k_stride == 1) {
       if (!ntgpu::UploadTensor(ctx, ::tensorflow::DT_DOUBLE, rows, k_host, sizeof(double),
                                &k_dev_t)) {
         return;
       }
       k_dev = reinterpret_cast<const double*>(k_dev_t.tensor_data().data());
     }
-    const cudaError_t err = cuda::LaunchSigmoidTopK<Dev<T>>(
-        DevPtr<T>(x_t), k_dev, k_host[0], eps, DevPtr<T>(out_t), rows, n, GetGpuStream(ctx));
+    const cudaError_t err = cuda::LaunchSigmoidTopK<GpuType<T>>(
+        GpuData<T>(x_t), k_dev, k_host[0], eps, GpuData<T>(out_t), rows, n, GetGpuStream(ctx));
     GpuLaunchOk(ctx, err, "SigmoidTopK");
   }
 };
@@ -82,19 +67,16 @@ class SigmoidTopKGradGpuOp : public OpKernel {
   explicit SigmoidTopKGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
+    RowShape rs;
+    double eps = 1.0;
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, topkkernels::PrepareTopKGrad(ctx, "mask", &rs, &eps, &out_t));
+    if (rs.rows == 0) return;
     const Tensor& g_t = ctx->input(0);
     const Tensor& p_t = ctx->input(1);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", p_t, "mask"));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    if (rs.rows == 0) return;
     const cudaError_t err =
-        cuda::LaunchSigmoidTopKGrad<Dev<T>>(DevPtr<T>(g_t), DevPtr<T>(p_t), eps,
-                                            DevPtr<T>(out_t), rs.rows, rs.n, GetGpuStream(ctx));
+        cuda::LaunchSigmoidTopKGrad<GpuType<T>>(GpuData<T>(g_t), GpuData<T>(p_t), eps,
+                                            GpuData<T>(out_t), rs.rows, rs.n, GetGpuStream(ctx));
     GpuLaunchOk(ctx, err, "SigmoidTopKGrad");
   }
 };

@@ -11,6 +11,7 @@
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
+#include "tfsort/cc/kernels/kernel_util.h"
 
 namespace tfsort {
 namespace topkkernels {
@@ -56,6 +57,39 @@ inline ::tensorflow::Status CheckTopKInputs(const Tensor& x_t, const Tensor& k_t
     }
   }
   return ::tensorflow::Status();
+}
+
+// Forward ops (SigmoidTopK: 1 output, SparseTopK: 2): validates values, k and
+// regularization_strength and allocates `num_outputs` outputs of values' shape.
+struct TopKShape {
+  int64_t rows = 0;
+  int n = 0;
+  int k_stride = 0;  // 0: one k for every row, 1: one k per row
+};
+
+inline ::tensorflow::Status PrepareTopK(::tensorflow::OpKernelContext* ctx, bool integer_k,
+                                        int num_outputs, TopKShape* s, double* eps,
+                                        Tensor** outputs) {
+  const Tensor& x = ctx->input(0);
+  TF_RETURN_IF_ERROR(CheckTopKInputs(x, ctx->input(1), integer_k, &s->rows, &s->n,
+                                     &s->k_stride));
+  TF_RETURN_IF_ERROR(GetPositiveScalar(ctx->input(2), "regularization_strength", eps));
+  for (int i = 0; i < num_outputs; ++i) {
+    TF_RETURN_IF_ERROR(ctx->allocate_output(i, x.shape(), &outputs[i]));
+  }
+  return ::tensorflow::Status();
+}
+
+// Gradient ops: grad, a forward output of the same shape (named `saved`, e.g. "mask" or
+// "support"), regularization_strength -> grad_values (may reuse grad's buffer).
+inline ::tensorflow::Status PrepareTopKGrad(::tensorflow::OpKernelContext* ctx,
+                                            const char* saved, RowShape* rs, double* eps,
+                                            Tensor** out) {
+  const Tensor& g = ctx->input(0);
+  TF_RETURN_IF_ERROR(GetRowShape(g, "grad", rs));
+  TF_RETURN_IF_ERROR(CheckSameShape(g, "grad", ctx->input(1), saved));
+  TF_RETURN_IF_ERROR(GetPositiveScalar(ctx->input(2), "regularization_strength", eps));
+  return ctx->forward_input_or_allocate_output({0}, 0, g.shape(), out);
 }
 
 }  // namespace topkkernels

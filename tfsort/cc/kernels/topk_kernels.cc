@@ -29,8 +29,6 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
-using topkkernels::CheckTopKInputs;
-
 // ---------------------------------------------------------------------------------------
 // SigmoidTopK
 
@@ -41,16 +39,15 @@ class SigmoidTopKOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using C = typename FloatType<T>::type;
+    topkkernels::TopKShape ts;
+    double eps = 1.0;
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, topkkernels::PrepareTopK(ctx, false, 1, &ts, &eps, &out_t));
+    const int64_t rows = ts.rows;
+    const int n = ts.n;
+    if (rows == 0 || n == 0) return;
     const Tensor& x_t = ctx->input(0);
     const Tensor& k_t = ctx->input(1);
-    int64_t rows;
-    int n, k_stride;
-    OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, false, &rows, &n, &k_stride));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
-    if (rows == 0 || n == 0) return;
     const T* x = x_t.flat<T>().data();
     const double* k = k_t.flat<double>().data();
     T* out = out_t->flat<T>().data();
@@ -71,7 +68,7 @@ class SigmoidTopKOp : public OpKernel {
           for (int i = 0; i < n; ++i) xb[i] = static_cast<C>(xr[i]);
           xc = xb.data();
         }
-        topk::SigmoidTopKRow<C>(xc, n, k[r * k_stride], eps, pr, v.data(), c.data());
+        topk::SigmoidTopKRow<C>(xc, n, k[r * ts.k_stride], eps, pr, v.data(), c.data());
         if (!std::is_same<T, C>::value) {
           for (int i = 0; i < n; ++i) o[i] = static_cast<T>(pr[i]);
         }
@@ -87,16 +84,13 @@ class SigmoidTopKGradOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using C = typename FloatType<T>::type;
+    RowShape rs;
+    double eps = 1.0;
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, topkkernels::PrepareTopKGrad(ctx, "mask", &rs, &eps, &out_t));
+    if (rs.rows == 0) return;
     const Tensor& g_t = ctx->input(0);
     const Tensor& p_t = ctx->input(1);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", p_t, "mask"));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    if (rs.rows == 0) return;
     const int n = rs.n;
     const int64_t rows = rs.rows;
     const T* g = g_t.flat<T>().data();
@@ -140,18 +134,17 @@ class SparseTopKOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
     using K = typename FloatType<T>::type;
+    topkkernels::TopKShape ts;
+    double eps = 1.0;
+    Tensor* outs[2] = {nullptr, nullptr};
+    OP_REQUIRES_OK(ctx, topkkernels::PrepareTopK(ctx, true, 2, &ts, &eps, outs));
+    const int64_t rows = ts.rows;
+    const int n = ts.n;
+    if (rows == 0 || n == 0) return;
     const Tensor& x_t = ctx->input(0);
     const Tensor& k_t = ctx->input(1);
-    int64_t rows;
-    int n, k_stride;
-    OP_REQUIRES_OK(ctx, CheckTopKInputs(x_t, k_t, true, &rows, &n, &k_stride));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    Tensor* out_t = nullptr;
-    Tensor* sup_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &out_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x_t.shape(), &sup_t));
-    if (rows == 0 || n == 0) return;
+    Tensor* out_t = outs[0];
+    Tensor* sup_t = outs[1];
     const T* x = x_t.flat<T>().data();
     const double* k = k_t.flat<double>().data();
     T* out = out_t->flat<T>().data();
@@ -179,7 +172,7 @@ class SparseTopKOp : public OpKernel {
                 sort_util::ArgsortDescending<K>([xr](int i) { return xr[i]; }, n, 1,
                                                 perm.data(), &scratch);
                 for (int i = 0; i < n; ++i) s[i] = static_cast<A>(xr[perm[i]]) * inv_eps;
-                const int kr = static_cast<int>(k[r * k_stride]);
+                const int kr = static_cast<int>(k[r * ts.k_stride]);
                 topk::SparseTopKSortedRow<A>(s.data(), n, kr, m.data(), supb.data(), y.data(),
                                              sol.data(), seg.data(), pav);
                 for (int i = 0; i < n; ++i) {
@@ -198,16 +191,13 @@ class SparseTopKGradOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     using A = typename Acc<T>::type;
+    RowShape rs;
+    double eps = 1.0;
+    Tensor* out_t = nullptr;
+    OP_REQUIRES_OK(ctx, topkkernels::PrepareTopKGrad(ctx, "support", &rs, &eps, &out_t));
+    if (rs.rows == 0) return;
     const Tensor& g_t = ctx->input(0);
     const Tensor& s_t = ctx->input(1);
-    RowShape rs;
-    OP_REQUIRES_OK(ctx, GetRowShape(g_t, "grad", &rs));
-    OP_REQUIRES_OK(ctx, CheckSameShape(g_t, "grad", s_t, "support"));
-    double eps = 1.0;
-    OP_REQUIRES_OK(ctx, GetPositiveScalar(ctx->input(2), "regularization_strength", &eps));
-    Tensor* out_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g_t.shape(), &out_t));
-    if (rs.rows == 0) return;
     const int n = rs.n;
     const int64_t rows = rs.rows;
     const T* g = g_t.flat<T>().data();
