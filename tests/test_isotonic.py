@@ -820,3 +820,29 @@ def test_corrupt_aux_is_an_error_not_a_crash():
         raw.tf_sort_soft_rank_grad(tf.ones_like(x), x, eps, [tf.constant([[0, 1]], tf.int32)])
     with pytest.raises(tf.errors.InvalidArgumentError, match="regularization_strength"):
         raw.tf_sort_soft_rank(x, tf.constant(-1.0, tf.float64), num_aux=1)
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.float32, tf.float64], ids=["f16", "f32", "f64"])
+@pytest.mark.parametrize("n", [1, 2, 3, 15, 16, 17, 63, 64, 65, 100, 255, 256, 257, 1000])
+@pytest.mark.parametrize("name,descending", [("soft_rank", False), ("soft_rank", True),
+                                             ("soft_sort", False), ("soft_sort", True)])
+def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
+    """The permutation in the aux output is the stable argsort of the row (ties in index
+    order) on both sides of the counting / radix switch at n = 64: a NumPy reference, not
+    the kernel's own sort. Rows mix ties, a wide range and subnormal-free tiny values."""
+    raw = tfsort._ops.ops
+    rng = _rng(n)
+    rows = [rng.integers(-3, 4, size=n),                        # many ties
+            rng.normal(size=n) * 10.0 ** rng.integers(-4, 5, size=n),  # wide range
+            np.full(n, 2.5)]                                     # all tied
+    x = np.stack(rows).astype(dtype.as_numpy_dtype)
+    op = getattr(raw, f"tf_sort_{name}")
+    aux = op(tf.constant(x), tf.constant(1.0, tf.float64), num_aux=1,
+             descending=descending)[1][0].numpy()
+    perm = aux & 0x7FFFFFFF
+    # The kernel sorts sign * x descending: sign = +1 for ascending ranks and for a
+    # descending sort (see SoftSign in isotonic_kernels.cc).
+    sign = 1.0 if (name == "soft_rank") != descending else -1.0
+    key = -sign * x.astype(np.float64)
+    want = np.argsort(key, axis=-1, kind="stable")
+    np.testing.assert_array_equal(perm, want)

@@ -46,15 +46,16 @@ TFSORT_HD inline Acc LogAddExp(Acc a, Acc b) {
 template <typename Acc>
 struct PavScratch {
   Acc* a;      // L2: block sums.   KL: block LSE(y).
-  Acc* b;      // L2: block values. KL: block LSE(w).
+  Acc* b;      // L2: block values. KL: block LSE(w) during the pass, block values after.
   int32_t* c;  // L2: block counts. KL: unused.
   int32_t* start;  // first position of each block
 };
 
-// Writes the solution of the decreasing L2 problem into sol[0..n) and a block id per
-// position into seg (0, 1, ... from left to right). Returns the number of blocks.
+// The PAV pass alone: leaves the blocks in the scratch (block k starts at s.start[k] and
+// has the value s.b[k]) and returns their number. Callers that only walk the blocks (the
+// fused kernels) skip writing a per-position solution.
 template <typename Acc>
-TFSORT_HD int PavL2(const Acc* y, int n, Acc* sol, int32_t* seg, PavScratch<Acc> s) {
+TFSORT_HD int PavL2Blocks(const Acc* y, int n, PavScratch<Acc> s) {
   Acc* sum = s.a;
   Acc* val = s.b;
   int32_t* cnt = s.c;
@@ -72,21 +73,12 @@ TFSORT_HD int PavL2(const Acc* y, int n, Acc* sol, int32_t* seg, PavScratch<Acc>
       --top;
     }
   }
-  const int blocks = top + 1;
-  for (int k = 0; k < blocks; ++k) {
-    const int end = k + 1 < blocks ? s.start[k + 1] : n;
-    for (int i = s.start[k]; i < end; ++i) {
-      sol[i] = val[k];
-      seg[i] = k;
-    }
-  }
-  return blocks;
+  return top + 1;
 }
 
-// Decreasing KL problem; same outputs as PavL2.
+// Decreasing KL problem, blocks only (as PavL2Blocks; s.a is left holding LSE(y_B)).
 template <typename Acc>
-TFSORT_HD int PavKL(const Acc* y, const Acc* w, int n, Acc* sol, int32_t* seg,
-                    PavScratch<Acc> s) {
+TFSORT_HD int PavKLBlocks(const Acc* y, const Acc* w, int n, PavScratch<Acc> s) {
   Acc* ly = s.a;
   Acc* lw = s.b;
   int top = -1;
@@ -102,14 +94,37 @@ TFSORT_HD int PavKL(const Acc* y, const Acc* w, int n, Acc* sol, int32_t* seg,
     }
   }
   const int blocks = top + 1;
+  for (int k = 0; k < blocks; ++k) lw[k] = ly[k] - lw[k];
+  return blocks;
+}
+
+// Expands blocks into a value and a block id (0, 1, ... from left to right) per position.
+template <typename Acc>
+TFSORT_HD void FillBlocks(int blocks, int n, PavScratch<Acc> s, Acc* sol, int32_t* seg) {
   for (int k = 0; k < blocks; ++k) {
     const int end = k + 1 < blocks ? s.start[k + 1] : n;
-    const Acc v = ly[k] - lw[k];
     for (int i = s.start[k]; i < end; ++i) {
-      sol[i] = v;
+      sol[i] = s.b[k];
       seg[i] = k;
     }
   }
+}
+
+// Writes the solution of the decreasing L2 problem into sol[0..n) and a block id per
+// position into seg. Returns the number of blocks.
+template <typename Acc>
+TFSORT_HD int PavL2(const Acc* y, int n, Acc* sol, int32_t* seg, PavScratch<Acc> s) {
+  const int blocks = PavL2Blocks(y, n, s);
+  FillBlocks(blocks, n, s, sol, seg);
+  return blocks;
+}
+
+// Decreasing KL problem; same outputs as PavL2.
+template <typename Acc>
+TFSORT_HD int PavKL(const Acc* y, const Acc* w, int n, Acc* sol, int32_t* seg,
+                    PavScratch<Acc> s) {
+  const int blocks = PavKLBlocks(y, w, n, s);
+  FillBlocks(blocks, n, s, sol, seg);
   return blocks;
 }
 

@@ -31,10 +31,9 @@ namespace {
 using isokernels::SoftAttrs;
 using sort_util::Scratch;
 
+// Estimated cycles to argsort one row (see sort_util.h for the measured per-element costs).
 inline int64_t SortCost(int n) {
-  int lg = 1;
-  while ((1 << lg) < n && lg < 31) ++lg;
-  return static_cast<int64_t>(n) * (n >= sort_util::kRadixMin ? 40 : 8 * lg) + 100;
+  return static_cast<int64_t>(n) * (n <= sort_util::kCountMax ? 16 : 30) + 100;
 }
 
 // Per-shard scratch, allocated once per shard and reused for every row in it.
@@ -215,13 +214,6 @@ class IsotonicKLGradOp : public OpKernel {
 constexpr int32_t kInvalidRow = -1;
 constexpr uint32_t kBlockStart = 0x80000000u;
 
-inline void PackAux(const int32_t* perm, const int32_t* seg, int n, int32_t* aux) {
-  for (int i = 0; i < n; ++i) {
-    const bool start = i == 0 || seg[i] != seg[i - 1];
-    aux[i] = static_cast<int32_t>(static_cast<uint32_t>(perm[i]) | (start ? kBlockStart : 0u));
-  }
-}
-
 // Returns 1 for a valid row, 0 for a non-finite (NaN) row, -1 for corrupt input.
 inline int UnpackAux(const int32_t* aux, int n, int32_t* perm, int32_t* seg) {
   if (aux[0] == kInvalidRow) return 0;
@@ -235,6 +227,12 @@ inline int UnpackAux(const int32_t* aux, int n, int32_t* perm, int32_t* seg) {
     seg[i] = block;
   }
   return 1;
+}
+
+// rank: +1 for ascending ranks; sort: -1 for an ascending sort (see SoftRowBlocks).
+template <bool kRank>
+inline int SoftSign(const SoftAttrs& at) {
+  return kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
 }
 
 // v / eps for every element of a row, bit for bit. Multiplying by 1 / eps gives the same
@@ -251,52 +249,76 @@ struct Divisor {
   bool pow2;
 };
 
-// Sort + PAV for one row. Fills perm and seg (sorted order) and, when out is non-null,
-// the soft ranks / sorted values. Returns false for a row with NaN or +-inf.
+// Sort + PAV for one row: fills pr with the sorting permutation, leaves the sorted PAV
+// input in buf (s = buf->w, y = buf->y; see below) and the PAV blocks in buf's PAV scratch
+// (block k starts at buf->start[k], its value is buf->pb[k]). Returns the number of
+// blocks, or 0 for a row with NaN or +-inf.
 template <typename T, bool kRank>
-bool SoftRow(const T* xr, int n, const SoftAttrs& at, const Divisor<typename Acc<T>::type>& div,
-             T* out, int32_t* pr, int32_t* sr, RowBuffers<typename Acc<T>::type>* buf) {
+int SoftRowBlocks(const T* xr, int n, const SoftAttrs& at,
+                  const Divisor<typename Acc<T>::type>& div, int32_t* pr,
+                  RowBuffers<typename Acc<T>::type>* buf) {
   using A = typename Acc<T>::type;
   using K = typename FloatType<T>::type;  // radix-sortable keys
-  if (!RowFinite(xr, n)) return false;
+  if (!RowFinite(xr, n)) return 0;
   // rank: z = sign * x / eps sorted descending, sign = +1 for ascending ranks.
   // sort: s = sign * x sorted descending, sign = -1 for an ascending sort.
-  const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
+  const int sign = SoftSign<kRank>(at);
   sort_util::ArgsortDescending<K>([xr](int i) { return xr[i]; }, n, sign, pr, &buf->sort);
   A* s = buf->w.data();
   A* y = buf->y.data();
-  A* v = buf->sol.data();
   // div(v) is v / eps to the last bit (see Divisor).
   if (kRank) {
     for (int i = 0; i < n; ++i) s[i] = div(sign * static_cast<A>(xr[pr[i]]));
     if (at.kl) {
       // r = exp(s - v), v = isotonic_kl(s, log rho).
       for (int i = 0; i < n; ++i) y[i] = std::log(static_cast<A>(n - i));
-      isotonic::PavKL<A>(s, y, n, v, sr, buf->pav());
-      if (out)
-        for (int i = 0; i < n; ++i) out[pr[i]] = FromAcc<T>(std::exp(s[i] - v[i]));
-    } else {
-      // r = s - v, v = isotonic_l2(s - rho).
-      for (int i = 0; i < n; ++i) y[i] = s[i] - static_cast<A>(n - i);
-      isotonic::PavL2<A>(y, n, v, sr, buf->pav());
-      if (out)
-        for (int i = 0; i < n; ++i) out[pr[i]] = FromAcc<T>(s[i] - v[i]);
+      return isotonic::PavKLBlocks<A>(s, y, n, buf->pav());
     }
-  } else {
-    for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]);
-    for (int i = 0; i < n; ++i) y[i] = div(static_cast<A>(n - i));  // rho / eps
-    if (at.kl) {
-      isotonic::PavKL<A>(y, s, n, v, sr, buf->pav());
-    } else {
-      // PavL2 reads all of its input before writing the solution: in place is fine.
-      for (int i = 0; i < n; ++i) v[i] = y[i] - s[i];
-      isotonic::PavL2<A>(v, n, v, sr, buf->pav());
-    }
-    // Written as a difference (not sign * (y - v)) so that exact zeros are +0.
-    if (out)
-      for (int i = 0; i < n; ++i) out[i] = FromAcc<T>(sign > 0 ? y[i] - v[i] : v[i] - y[i]);
+    // r = s - v, v = isotonic_l2(s - rho).
+    for (int i = 0; i < n; ++i) y[i] = s[i] - static_cast<A>(n - i);
+    return isotonic::PavL2Blocks<A>(y, n, buf->pav());
   }
-  return true;
+  for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(xr[pr[i]]);
+  for (int i = 0; i < n; ++i) y[i] = div(static_cast<A>(n - i));  // rho / eps
+  if (at.kl) return isotonic::PavKLBlocks<A>(y, s, n, buf->pav());
+  // out = y - v, v = isotonic_l2(y - s); sol is free scratch here.
+  A* d = buf->sol.data();
+  for (int i = 0; i < n; ++i) d[i] = y[i] - s[i];
+  return isotonic::PavL2Blocks<A>(d, n, buf->pav());
+}
+
+// Writes one row's soft ranks / sorted values (out) and, when aux is non-null, its packed
+// permutation and block starts, walking the blocks SoftRowBlocks left in buf.
+template <typename T, bool kRank>
+void EmitSoftRow(int blocks, int n, const SoftAttrs& at, const int32_t* pr,
+                 RowBuffers<typename Acc<T>::type>* buf, T* out, int32_t* aux) {
+  using A = typename Acc<T>::type;
+  const A* s = buf->w.data();
+  const A* y = buf->y.data();
+  const int32_t* start = buf->start.data();
+  const A* val = buf->pb.data();
+  const bool ascending_sort = SoftSign<kRank>(at) < 0;
+  for (int k = 0; k < blocks; ++k) {
+    const int b = start[k];
+    const int e = k + 1 < blocks ? start[k + 1] : n;
+    const A v = val[k];
+    if (aux) {
+      aux[b] = static_cast<int32_t>(static_cast<uint32_t>(pr[b]) | kBlockStart);
+      for (int i = b + 1; i < e; ++i) aux[i] = pr[i];
+    }
+    if (kRank) {
+      if (at.kl) {
+        for (int i = b; i < e; ++i) out[pr[i]] = FromAcc<T>(std::exp(s[i] - v));
+      } else {
+        for (int i = b; i < e; ++i) out[pr[i]] = FromAcc<T>(s[i] - v);
+      }
+    } else if (ascending_sort) {
+      // Written as a difference (not sign * (y - v)) so that exact zeros are +0.
+      for (int i = b; i < e; ++i) out[i] = FromAcc<T>(v - y[i]);
+    } else {
+      for (int i = b; i < e; ++i) out[i] = FromAcc<T>(y[i] - v);
+    }
+  }
 }
 
 template <typename T, bool kRank>
@@ -326,14 +348,15 @@ class SoftSortRankOp : public OpKernel {
       RowBuffers<A> buf(n);
       for (int64_t r = begin; r < end; ++r) {
         T* o = out + r * n;
-        if (!SoftRow<T, kRank>(x + r * n, n, at, div, o, buf.perm.data(), buf.seg.data(),
-                               &buf)) {
+        int32_t* ar = aux ? aux + r * n : nullptr;
+        const int blocks = SoftRowBlocks<T, kRank>(x + r * n, n, at, div, buf.perm.data(), &buf);
+        if (blocks == 0) {
           for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
-          if (aux)
-            for (int i = 0; i < n; ++i) aux[r * n + i] = kInvalidRow;
+          if (ar)
+            for (int i = 0; i < n; ++i) ar[i] = kInvalidRow;
           continue;
         }
-        if (aux) PackAux(buf.perm.data(), buf.seg.data(), n, aux + r * n);
+        EmitSoftRow<T, kRank>(blocks, n, at, buf.perm.data(), &buf, o, ar);
       }
     });
   }
@@ -369,7 +392,7 @@ class SoftSortRankGradOp : public OpKernel {
     const SoftAttrs at = attrs_;
     const bool adjoint = adjoint_;
     const Divisor<A> div(static_cast<A>(eps));
-    const int sign = kRank ? (at.descending ? -1 : 1) : (at.descending ? 1 : -1);
+    const int sign = SoftSign<kRank>(at);
     std::atomic<bool> bad_aux{false};
     const int64_t cost = (aux ? 0 : SortCost(n)) + 40 * static_cast<int64_t>(n) + 100;
     ForRows(ctx, rs.rows, cost, [&](int64_t begin, int64_t end) {
@@ -385,8 +408,15 @@ class SoftSortRankGradOp : public OpKernel {
         if (aux) {
           state = UnpackAux(aux + off, n, perm.data(), seg.data());
         } else {
-          state = SoftRow<T, kRank>(x + off, n, at, div, nullptr, perm.data(), seg.data(),
-                                    buf.get()) ? 1 : 0;
+          const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf.get());
+          if (blocks > 0) {
+            const int32_t* start = buf->start.data();
+            for (int k = 0; k < blocks; ++k) {
+              const int e = k + 1 < blocks ? start[k + 1] : n;
+              for (int i = start[k]; i < e; ++i) seg[i] = k;
+            }
+          }
+          state = blocks > 0 ? 1 : 0;
         }
         if (state != 1) {
           if (state < 0) bad_aux = true;

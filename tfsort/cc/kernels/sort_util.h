@@ -1,9 +1,13 @@
-// Row argsort for the fused CPU kernels: order-preserving integer keys plus an LSD radix
-// sort for long rows and std::sort of packed (key, index) words for short ones. Ties keep
-// index order, so results are deterministic. No TensorFlow types.
+// Row argsort for the fused CPU kernels: order-preserving integer keys, packed with their
+// index into one 64-bit word, sorted by counting ranks (short rows) or an LSD radix sort
+// (longer rows); 64-bit keys use std::sort. Ties keep index order, so results are
+// deterministic. No TensorFlow types.
 //
-// Complexity: O(n) for 32-bit keys with n >= kRadixMin (four 8-bit passes, a pass skipped
-// when one bucket holds every key), O(n log n) otherwise and for 64-bit keys.
+// Complexity, 32-bit keys: O(n^2) branch-free compares for n <= kCountMax, O(n) above (four
+// 8-bit passes, a pass skipped when one bucket holds every key). 64-bit keys: O(n log n).
+// Measured on random float rows (distinct rows, so the branch predictor cannot learn them):
+// std::sort of packed words costs 9 ns per element at n = 16 and 20 ns at n = 128, against
+// 4.6 ns for counting at n = 16 and 7 ns for the radix sort at n = 128.
 
 #ifndef TFSORT_CC_KERNELS_SORT_UTIL_H_
 #define TFSORT_CC_KERNELS_SORT_UTIL_H_
@@ -30,7 +34,7 @@ inline uint64_t AscendingKey(double f) {
   return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
 }
 
-constexpr int kRadixMin = 256;
+constexpr int kCountMax = 64;  // counting ranks up to here, the radix sort above
 
 // Uninitialized scratch array (std::vector would zero it: measurable at n = 8192).
 template <typename T>
@@ -94,6 +98,22 @@ inline void RadixSortPacked(uint64_t* data, uint64_t* tmp, int n) {
   if (src != data) std::memcpy(data, src, sizeof(uint64_t) * n);
 }
 
+// Sorts n <= kCountMax packed words (unique, since they hold their index) ascending into
+// out: each word's position is the number of words below it. Comparing only the 32-bit
+// keys, with <= for earlier indices and < for later ones, gives the same order without
+// branches (the inner loops vectorize).
+inline void CountSortPacked(const uint64_t* w, int n, uint64_t* out) {
+  uint32_t key[kCountMax];
+  for (int i = 0; i < n; ++i) key[i] = static_cast<uint32_t>(w[i] >> 32);
+  for (int i = 0; i < n; ++i) {
+    const uint32_t ki = key[i];
+    uint32_t below = 0;
+    for (int j = 0; j < i; ++j) below += key[j] <= ki;
+    for (int j = i + 1; j < n; ++j) below += key[j] < ki;
+    out[below] = w[i];
+  }
+}
+
 // perm <- indices of x in descending order of sign * x (sign = +1 or -1), ties by index.
 // Key is float (for float, half and bfloat16 rows) or double.
 template <typename Key, typename Load>
@@ -108,10 +128,11 @@ void ArgsortDescending(Load load, int n, int sign, int32_t* perm, ArgsortScratch
       const uint32_t k = AscendingKey(sign > 0 ? -v : v);
       w[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint32_t>(i);
     }
-    if (n >= kRadixMin) {
-      RadixSortPacked(w, s->b.data(), n);
+    if (n <= kCountMax) {
+      CountSortPacked(w, n, s->b.data());
+      w = s->b.data();
     } else {
-      std::sort(w, w + n);
+      RadixSortPacked(w, s->b.data(), n);
     }
     for (int i = 0; i < n; ++i) perm[i] = static_cast<int32_t>(w[i] & 0xffffffffu);
   } else {
