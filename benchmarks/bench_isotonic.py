@@ -30,6 +30,7 @@ Usage:
 """
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -72,12 +73,24 @@ def parse_shapes(text):
 # Timed callables. Each factory returns a zero-argument function doing one full call.
 
 
+def _feeder(*inputs):
+    """A zero-argument function returning the next input tuple. Each argument is one tensor
+    (the same input every call) or a list of them (cycled through, see input_pool)."""
+    if not isinstance(inputs[0], list):
+        return lambda: inputs
+    return itertools.cycle(list(zip(*inputs))).__next__
+
+
 def tf_fwd(fn, x):
-    return lambda: fn(x)
+    nxt = _feeder(x)
+    return lambda: fn(nxt()[0])
 
 
 def tf_fwd_bwd(fn, x, w):
+    nxt = _feeder(x, w)
+
     def run():
+        x, w = nxt()
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(fn(x) * w)
@@ -94,13 +107,16 @@ def tf_function_fwd_bwd(fn, x, w):
             loss = tf.reduce_sum(fn(x) * w)
         return tape.gradient(loss, x)
 
-    return lambda: step(x, w)
+    nxt = _feeder(x, w)
+    return lambda: step(*nxt())
 
 
 def tf_vjp(fn, x, w):
     """The same gradient as tf_fwd_bwd, with w passed as the output cotangent: no mul/sum."""
+    nxt = _feeder(x, w)
 
     def run():
+        x, w = nxt()
         with tf.GradientTape() as tape:
             tape.watch(x)
             out = fn(x)
@@ -110,7 +126,10 @@ def tf_vjp(fn, x, w):
 
 
 def torch_vjp(fn, x, w):
+    nxt = _feeder(x, w)
+
     def run():
+        x, w = nxt()
         x.grad = None
         fn(x).backward(w)
         return x.grad
@@ -119,20 +138,41 @@ def torch_vjp(fn, x, w):
 
 
 def torch_fwd(fn, x):
+    nxt = _feeder(x)
+
     def run():
         with torch.no_grad():
-            return fn(x)
+            return fn(nxt()[0])
 
     return run
 
 
 def torch_fwd_bwd(fn, x, w):
+    nxt = _feeder(x, w)
+
     def run():
+        x, w = nxt()
         x.grad = None
         (fn(x) * w).sum().backward()
         return x.grad
 
     return run
+
+
+# Distinct inputs per timed cell. Timing one input over and over lets the CPU's branch
+# predictor learn that row's sort and PAV decisions: measured here, std::sort of a repeated
+# 16x128 input ran 2x faster than of fresh ones, which flatters comparison-sort code (ours
+# and the peers') at small shapes and hides what training on new batches costs. Every
+# contender cycles through the same pool; --fixed-input restores the single input.
+POOL_ELEMENTS = 1 << 22
+FIXED_INPUT = False
+
+
+def input_pool(make, shape):
+    """NumPy arrays make(shape) for the pool of one cell: up to 256 of them, fewer for big
+    shapes (at most POOL_ELEMENTS elements in all, and at least 4 inputs)."""
+    count = 1 if FIXED_INPUT else max(4, min(256, POOL_ELEMENTS // max(1, int(np.prod(shape)))))
+    return [make(shape) for _ in range(count)]
 
 
 def time_or_none(make, *args, min_time):
@@ -197,26 +237,31 @@ def time_tf_contender(row, prefix, fn, x, w, min_time):
 def bench_soft(op_name, shape, min_time, rng):
     tf_fn, torch_name = SOFT_OPS[op_name]
     b, n = shape
-    x_np = rng.standard_normal(shape).astype(np.float32)
-    w_np = rng.standard_normal(shape).astype(np.float32)
-    x, w = tf.constant(x_np), tf.constant(w_np)
-    row = {"op": op_name, "batch": b, "n": n}
+    xs_np = input_pool(lambda s: rng.standard_normal(s).astype(np.float32), shape)
+    ws_np = input_pool(lambda s: rng.standard_normal(s).astype(np.float32), shape)
+    x_np, w_np = xs_np[0], ws_np[0]
+    x, w = tf.constant(x_np), tf.constant(w_np)  # the first input, for the checks below
+    xs, ws = [tf.constant(v) for v in xs_np], [tf.constant(v) for v in ws_np]
+    row = {"op": op_name, "batch": b, "n": n, "inputs": len(xs)}
 
-    time_tf_contender(row, "tfsort", tf_fn, x, w, min_time)
+    time_tf_contender(row, "tfsort", tf_fn, xs, ws, min_time)
     # tf.sort's registered gradient (TopKV2's) is ~40 small eager ops; inside a tf.function
     # it is one graph, the fairer floor where the kernel, not dispatch, matters.
-    time_tf_contender(row, "tf_sort", tf_sort_asc, x, w, min_time)
+    time_tf_contender(row, "tf_sort", tf_sort_asc, xs, ws, min_time)
 
-    row["tfsort_vjp_us"] = time_or_none(tf_vjp, tf_fn, x, w, min_time=min_time)
+    row["tfsort_vjp_us"] = time_or_none(tf_vjp, tf_fn, xs, ws, min_time=min_time)
     row["torchsort_fwd_us"] = row["torchsort_fwd_bwd_us"] = row["torchsort_vjp_us"] = None
     if torchsort is not None:
         t_fn = getattr(torchsort, torch_name)
-        xt = torch.from_numpy(x_np.copy())
-        wt = torch.from_numpy(w_np.copy())
-        row["torchsort_fwd_us"] = time_or_none(torch_fwd, t_fn, xt, min_time=min_time)
-        xg = xt.clone().requires_grad_(True)
-        row["torchsort_fwd_bwd_us"] = time_or_none(torch_fwd_bwd, t_fn, xg, wt, min_time=min_time)
-        row["torchsort_vjp_us"] = time_or_none(torch_vjp, t_fn, xg, wt, min_time=min_time)
+        xts = [torch.from_numpy(v.copy()) for v in xs_np]
+        wts = [torch.from_numpy(v.copy()) for v in ws_np]
+        xgs = [v.clone().requires_grad_(True) for v in xts]
+        xt, wt, xg = xts[0], wts[0], xgs[0]
+        row["torchsort_fwd_us"] = time_or_none(torch_fwd, t_fn, xts, min_time=min_time)
+        row["torchsort_fwd_bwd_us"] = time_or_none(
+            torch_fwd_bwd, t_fn, xgs, wts, min_time=min_time
+        )
+        row["torchsort_vjp_us"] = time_or_none(torch_vjp, t_fn, xgs, wts, min_time=min_time)
         # Same math, same numbers (values and gradients), or the comparison means nothing.
         row["max_abs_diff_vs_torchsort"] = check_close(
             op_name, tf_fn(x).numpy(), t_fn(xt).numpy(), shape, atol=1e-3 * max(1, n / 128)
@@ -236,15 +281,17 @@ def bench_isotonic(shape, min_time, rng):
     # A noisy decreasing trend, so PAV pools blocks of many sizes (pure noise pools into a
     # few big blocks, a sorted row into none).
     trend = np.linspace(1.0, -1.0, n, dtype=np.float32) * np.sqrt(n) / 4
-    y_np = (trend + rng.standard_normal(shape)).astype(np.float32)
-    w_np = rng.standard_normal(shape).astype(np.float32)
-    y, w = tf.constant(y_np), tf.constant(w_np)
-    row = {"op": "isotonic_regression", "batch": b, "n": n}
-    time_tf_contender(row, "tfsort", tfsort_isotonic, y, w, min_time)
-    time_tf_contender(row, "tf_nn", tf_nn_isotonic, y, w, min_time)
+    ys = [tf.constant(v) for v in input_pool(
+        lambda s: (trend + rng.standard_normal(s)).astype(np.float32), shape)]
+    ws = [tf.constant(v) for v in input_pool(
+        lambda s: rng.standard_normal(s).astype(np.float32), shape)]
+    y, w = ys[0], ws[0]
+    row = {"op": "isotonic_regression", "batch": b, "n": n, "inputs": len(ys)}
+    time_tf_contender(row, "tfsort", tfsort_isotonic, ys, ws, min_time)
+    time_tf_contender(row, "tf_nn", tf_nn_isotonic, ys, ws, min_time)
     # Without the shared mul/sum loss ops (~300 us of each eager fwd+bwd at batch 1).
-    row["tfsort_vjp_us"] = time_or_none(tf_vjp, tfsort_isotonic, y, w, min_time=min_time)
-    row["tf_nn_vjp_us"] = time_or_none(tf_vjp, tf_nn_isotonic, y, w, min_time=min_time)
+    row["tfsort_vjp_us"] = time_or_none(tf_vjp, tfsort_isotonic, ys, ws, min_time=min_time)
+    row["tf_nn_vjp_us"] = time_or_none(tf_vjp, tf_nn_isotonic, ys, ws, min_time=min_time)
     row["max_abs_diff_vs_tf_nn"] = check_close(
         "isotonic_regression", tfsort_isotonic(y).numpy(), tf_nn_isotonic(y).numpy(), shape, 1e-4
     )
@@ -582,9 +629,17 @@ def main(argv=None):
         help="measure every shape this many times (interleaved) and keep each cell's "
         "smallest median: on a shared machine the least-disturbed round is the best estimate",
     )
+    p.add_argument(
+        "--fixed-input",
+        action="store_true",
+        help="time one input over and over instead of cycling through a pool of fresh ones "
+        "(the branch predictor then learns it; see input_pool)",
+    )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--profile", action="store_true", help="profile soft_rank at 1x16 and exit")
     args = p.parse_args(argv)
+    global FIXED_INPUT
+    FIXED_INPUT = args.fixed_input
 
     threads = os.cpu_count() or 1
     if torch is not None:
@@ -604,6 +659,8 @@ def main(argv=None):
     else:
         print(f"torchsort not importable ({_TORCH_MISSING}): its columns are '-'")
     print(f"cpus: {os.cpu_count()}, timing: median of >= 5 calls over >= {args.min_time}s each")
+    print("inputs: " + ("one per cell, reused (--fixed-input)" if FIXED_INPUT else
+                        "a pool of distinct inputs per cell, cycled (up to 256, see input_pool)"))
 
     if args.profile:
         profile((1, 16), args.min_time)
@@ -670,6 +727,7 @@ def main(argv=None):
         torch_threads=None if torch is None else torch.get_num_threads(),
         argv=sys.argv[1:],
         rounds=max(1, args.rounds),
+        fixed_input=FIXED_INPUT,
         **floor,
     )
     write_json(args.out, rows, **meta)

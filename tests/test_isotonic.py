@@ -803,10 +803,64 @@ def test_recomputed_and_stored_aux_give_identical_gradients(name, reg):
     out1, aux1 = fwd(x, eps, num_aux=1, regularization=reg)
     assert aux0 == [] and len(aux1) == 1
     np.testing.assert_array_equal(out0.numpy(), out1.numpy())
-    g0 = bwd(g, x, eps, aux0, regularization=reg).numpy()
+    g0 = bwd(g, x, eps, aux0, regularization=reg).numpy()  # the forward's stashed aux
     g1 = bwd(g, x, eps, aux1, regularization=reg).numpy()
+    g2 = bwd(g, x, eps, aux0, regularization=reg).numpy()  # taken already: re-sorts
     np.testing.assert_array_equal(g0, g1)
+    np.testing.assert_array_equal(g2, g1)
     assert np.isnan(g0[2]).all() and np.isfinite(np.delete(g0, 2, axis=0)).all()
+
+
+@pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
+def test_stashed_aux_is_only_used_for_the_same_values_and_attributes(name):
+    """num_aux = 0 stashes the forward's aux under its input tensor (aux_stash.h). A
+    gradient call with other values of the same shape, or other attributes, must not pick
+    it up: its result must equal the aux-output path for its own arguments."""
+    raw = tfsort._ops.ops
+    fwd = getattr(raw, f"tf_sort_{name}")
+    bwd = getattr(raw, f"tf_sort_{name}_grad")
+    rng = _rng(11)
+    x1 = tf.constant(rng.normal(size=(3, 40)))
+    x2 = tf.constant(rng.normal(size=(3, 40)))  # same shape, other order
+    g = tf.constant(rng.normal(size=(3, 40)))
+    eps1, eps2 = tf.constant(1.0, tf.float64), tf.constant(0.05, tf.float64)
+
+    def expected(x, eps, **attrs):
+        _, aux = fwd(x, eps, num_aux=1, **attrs)
+        return bwd(g, x, eps, aux, **attrs).numpy()
+
+    for x, eps, attrs in [(x2, eps1, {}), (x1, eps2, {}), (x1, eps1, {"descending": True}),
+                          (x1, eps1, {"regularization": "kl"})]:
+        fwd(x1, eps1, num_aux=0)  # stashes x1's aux for (eps1, l2, ascending)
+        got = bwd(g, x, eps, [], **attrs).numpy()
+        np.testing.assert_array_equal(got, expected(x, eps, **attrs))
+
+
+def test_many_untaken_stash_entries_stay_correct():
+    """Forward calls whose gradients are never taken overflow the bounded stash; the
+    gradients of the calls that are taken are still exact."""
+    rng = _rng(12)
+    xs = [tf.constant(rng.normal(size=(2, 30))) for _ in range(150)]
+    with tf.GradientTape(persistent=True) as tape:
+        for x in xs:
+            tape.watch(x)
+        outs = [tfsort.soft_rank(x, regularization_strength=0.1) for x in xs]
+    for i in (0, 75, 149):
+        w = rng.normal(size=(2, 30))  # not constant: a constant has a zero VJP (sum of ranks)
+        got = tape.gradient(outs[i], xs[i], output_gradients=tf.constant(w))
+        # Central differences of the NumPy reference: soft_rank is piecewise linear in x,
+        # so they are exact up to rounding away from PAV block changes.
+        # (Rows are independent: one row's sum at a time keeps rounding below 1e-8.)
+        x, h = xs[i].numpy(), 1e-4
+        want = np.zeros_like(x)
+        for r, c in np.ndindex(x.shape):
+            step = np.zeros(x.shape[1])
+            step[c] = h
+            up = ref.soft_rank(x[r] + step, 0.1) @ w[r]
+            down = ref.soft_rank(x[r] - step, 0.1) @ w[r]
+            want[r, c] = (up - down) / (2 * h)
+        assert np.abs(want).max() > 1.0
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
 
 
 def test_corrupt_aux_is_an_error_not_a_crash():

@@ -43,6 +43,16 @@ def _soft_config(regularization, regularization_strength, direction):
 
 def _soft(op, name, values, regularization, regularization_strength, direction, axis):
     """Shared body of soft_rank and soft_sort: validate, move axis last, run the fused op."""
+    ctx = _utils.eager_context()
+    if ctx is not None and type(axis) is int and axis == -1 and _utils.is_eager_float(values):
+        # Eager, last axis, nothing to convert: the common small-call case, run directly.
+        reg, eps, desc = _soft_config(regularization, regularization_strength, direction)
+        out = _utils.fast_execute(
+            ctx, _OP_TYPES[name], values, _utils.float64_scalar(eps, True),
+            "regularization", reg, "descending", desc,
+            "num_aux", _eager_num_aux(values._num_elements()))
+        if out is not None:
+            return out[0]
     eager = tf.executing_eagerly()
     if not eager and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
@@ -52,24 +62,18 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         )
     reg, eps, desc = _soft_config(regularization, regularization_strength, direction)
     values = _utils.convert_values(values)
-    if eager and axis == -1 and type(axis) is int:
-        # Eager, last axis: the common small-call case, kept free of TensorShape objects.
-        num_aux = 0 if values._num_elements() <= _RECOMPUTE_MAX_ELEMENTS else 1
-        return op(values, _utils.float64_scalar(eps), num_aux=num_aux, regularization=reg,
-                  descending=desc)[0]
     shape = values.shape
     if type(axis) is int and axis == -1 and shape.rank is not None:
         x, perm = values, None
     else:
         x, perm = _utils.move_axis_last(values, _utils.normalize_axis(axis, shape.rank))
-    num_aux = 1
-    if eager:
-        size = shape.num_elements()
-        if size is not None and size <= _RECOMPUTE_MAX_ELEMENTS:
-            num_aux = 0
+    num_aux = _eager_num_aux(shape.num_elements()) if eager else 1
     out = op(x, _utils.float64_scalar(eps), num_aux=num_aux, regularization=reg,
              descending=desc)[0]
     return _utils.restore_axis(out, perm)
+
+
+_OP_TYPES = {"soft_rank": "TFSort>SoftRank", "soft_sort": "TFSort>SoftSort"}
 
 
 def _last_axis_call(values, axis, fn):
@@ -251,11 +255,32 @@ def _pearson(a, b, axis):
     return tf.cast(tf.where(ok, cov * tf.math.rsqrt(safe), tf.zeros_like(cov)), dtype)
 
 
-# Below this many elements an eager forward op returns no aux tensor and its gradient
-# re-sorts: each extra op output costs ~15 us of TF eager bookkeeping in the backward pass
-# (zero cotangents, trainability checks). Measured: re-sorting costs ~10 us at 1x1024 and
-# ~22 us at 16x128, so the break-even is near 1000 elements.
-_RECOMPUTE_MAX_ELEMENTS = 1024
+# How the fused ops hand the sorting permutation and PAV blocks ("aux") to their gradient.
+# In a graph (tf.function, SavedModel) aux is a second op output (num_aux = 1): free there.
+# In eager mode an extra output costs ~20 us of TF backprop bookkeeping per call (a zeros
+# cotangent, trainability checks), more than the kernels at small shapes, so while a tape
+# records, calls of up to _STASH_MAX_ELEMENTS elements pass num_aux = 0: the CPU kernel
+# keeps aux in a bounded stash keyed by its input tensor and the gradient kernel takes it
+# back (tfsort/cc/kernels/aux_stash.h; a miss, or a GPU kernel, re-sorts instead, with
+# bit-identical results). Without a tape (inference) there is nothing to hand over and
+# nothing is stashed: num_aux = 1 and the aux output is dropped. Must not exceed
+# AuxStash::kMaxElements.
+_STASH_MAX_ELEMENTS = 1 << 16
+
+try:
+    from tensorflow.python import pywrap_tfe as _pywrap_tfe
+
+    _tape_set_is_empty = _pywrap_tfe.TFE_Py_TapeSetIsEmpty
+except (ImportError, AttributeError):  # private API: fall back to "always recording"
+    def _tape_set_is_empty():
+        return False
+
+
+def _eager_num_aux(num_elements):
+    """num_aux for an eager fused-op call on num_elements values (None: unknown)."""
+    if num_elements is None or num_elements > _STASH_MAX_ELEMENTS or _tape_set_is_empty():
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,18 +325,33 @@ def _soft_attrs(op):
     return attrs
 
 
-@tf.RegisterGradient("TFSort>SoftRank")
-def _soft_rank_grad(op, grad, *_unused_aux_grads):
+def _soft_vjp(op, grad, op_type, wrapper, *extra_attrs):
+    """SoftRankGrad / SoftSortGrad for the forward op `op` and cotangent `grad`.
+    extra_attrs: flat (name, value) pairs beyond the shared ones. The fast path records
+    only the attributes it is given, and second-order gradients read them all back."""
     values, eps = op.inputs
     aux = op.outputs[1:]
-    return [_raw.tf_sort_soft_rank_grad(grad, values, eps, aux, **_soft_attrs(op)), None]
+    attrs = _soft_attrs(op)
+    ctx = _utils.eager_context()
+    if ctx is not None:  # eager backprop: run the op directly (see _utils.fast_execute)
+        out = _utils.fast_execute(ctx, op_type, grad, values, eps, aux,
+                                  "regularization", attrs["regularization"],
+                                  "descending", attrs["descending"], *extra_attrs)
+        if out is not None:
+            return [out, None]
+    kwargs = dict(zip(extra_attrs[::2], extra_attrs[1::2]))
+    return [wrapper(grad, values, eps, aux, **attrs, **kwargs), None]
+
+
+@tf.RegisterGradient("TFSort>SoftRank")
+def _soft_rank_grad(op, grad, *_unused_aux_grads):
+    return _soft_vjp(op, grad, "TFSort>SoftRankGrad", _raw.tf_sort_soft_rank_grad)
 
 
 @tf.RegisterGradient("TFSort>SoftSort")
 def _soft_sort_grad(op, grad, *_unused_aux_grads):
-    values, eps = op.inputs
-    aux = op.outputs[1:]
-    return [_raw.tf_sort_soft_sort_grad(grad, values, eps, aux, **_soft_attrs(op)), None]
+    return _soft_vjp(op, grad, "TFSort>SoftSortGrad", _raw.tf_sort_soft_sort_grad,
+                     "adjoint", False)
 
 
 def _soft_grad_grad(op, hess, rank):

@@ -12,6 +12,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
+#include "tfsort/cc/kernels/aux_stash.h"
 #include "tfsort/cc/kernels/isotonic.h"
 #include "tfsort/cc/kernels/isotonic_kernel_util.h"
 #include "tfsort/cc/kernels/kernel_util.h"
@@ -208,9 +209,10 @@ class IsotonicKLGradOp : public OpKernel {
 // The backward pass needs, per row, the sorting permutation and the PAV blocks. They
 // travel in one packed int32 tensor ("aux"): the input index of each sorted position in
 // the low 31 bits and a block-start flag in the sign bit; a non-finite row is all -1.
-// With num_aux = 0 the forward op has a single output and the gradient op recomputes
-// them: at small shapes that is cheaper than TF's per-output bookkeeping in eager
-// backprop (zero cotangents and trainability checks for every extra output).
+// With num_aux = 0 the forward op has a single output: on the CPU it leaves the aux in
+// AuxStash (aux_stash.h) for the gradient op, which re-sorts when the entry is gone (and
+// always on the GPU). At small shapes that is cheaper than TF's per-output bookkeeping in
+// eager backprop (zero cotangents and trainability checks for every extra output).
 constexpr int32_t kInvalidRow = -1;
 constexpr uint32_t kBlockStart = 0x80000000u;
 
@@ -321,6 +323,11 @@ void EmitSoftRow(int blocks, int n, const SoftAttrs& at, const int32_t* pr,
   }
 }
 
+template <bool kRank>
+AuxStash::Key StashKey(const SoftAttrs& at, double eps) {
+  return AuxStash::Key{kRank, at.kl, at.descending, eps};
+}
+
 template <typename T, bool kRank>
 class SoftSortRankOp : public OpKernel {
  public:
@@ -341,7 +348,12 @@ class SoftSortRankOp : public OpKernel {
     const int n = rs.n;
     const T* x = x_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
-    int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
+    // num_aux = 0: the aux goes to the stash for the gradient kernel (see aux_stash.h).
+    Tensor stashed;
+    const bool stash = !aux_t && x_t.NumElements() <= AuxStash::kMaxElements;
+    if (stash) OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT32, x_t.shape(), &stashed));
+    int32_t* aux = aux_t ? aux_t->flat<int32_t>().data()
+                         : (stash ? stashed.flat<int32_t>().data() : nullptr);
     const SoftAttrs at = attrs_;
     const Divisor<A> div(static_cast<A>(eps));
     ForRows(ctx, rs.rows, SortCost(n) + 30 * n, [&](int64_t begin, int64_t end) {
@@ -359,6 +371,7 @@ class SoftSortRankOp : public OpKernel {
         EmitSoftRow<T, kRank>(blocks, n, at, buf.perm.data(), &buf, o, ar);
       }
     });
+    if (stash) AuxStash::Global()->Put(x_t, StashKey<kRank>(at, eps), stashed);
   }
 
  private:
@@ -387,6 +400,11 @@ class SoftSortRankGradOp : public OpKernel {
     const int n = rs.n;
     const T* g = g_t.flat<T>().data();
     const T* x = x_t.flat<T>().data();
+    // num_aux = 0: the forward kernel's stashed aux if it is still there, else re-sort.
+    Tensor stashed;
+    if (!aux_t && AuxStash::Global()->Take(x_t, StashKey<kRank>(attrs_, eps), &stashed)) {
+      aux_t = &stashed;
+    }
     const int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
     T* out = out_t->flat<T>().data();
     const SoftAttrs at = attrs_;
