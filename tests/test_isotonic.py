@@ -877,17 +877,18 @@ def test_corrupt_aux_is_an_error_not_a_crash():
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.float32, tf.float64], ids=["f16", "f32", "f64"])
-@pytest.mark.parametrize("n", [1, 2, 3, 15, 16, 17, 63, 64, 65, 100, 255, 256, 257, 1000])
+@pytest.mark.parametrize("n", [1, 2, 3, 15, 16, 17, 63, 64, 65, 100, 255, 256, 257, 1000, 4095, 4096, 5000])
 @pytest.mark.parametrize("name,descending", [("soft_rank", False), ("soft_rank", True),
                                              ("soft_sort", False), ("soft_sort", True)])
 def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
     """The permutation in the aux output is the stable argsort of the row (ties in index
-    order) on both sides of the counting / radix switch at n = 64: a NumPy reference, not
-    the kernel's own sort. Rows mix ties, a wide range and subnormal-free tiny values."""
+    order) around the sort switches (counting up to n = 64, 8-bit radix, 11-bit radix from
+    n = 4096), against NumPy, not the kernel's own sort. Rows mix ties, a wide range of
+    magnitudes and an all-tied row."""
     raw = tfsort._ops.ops
     rng = _rng(n)
     rows = [rng.integers(-3, 4, size=n),                        # many ties
-            rng.normal(size=n) * 10.0 ** rng.integers(-4, 5, size=n),  # wide range
+            rng.normal(size=n) * 10.0 ** rng.integers(-4, 5, size=n),  # magnitudes
             np.full(n, 2.5)]                                     # all tied
     x = np.stack(rows).astype(dtype.as_numpy_dtype)
     op = getattr(raw, f"tf_sort_{name}")

@@ -4,7 +4,8 @@
 // deterministic. No TensorFlow types.
 //
 // Complexity, 32-bit keys: O(n^2) branch-free compares for n <= kCountMax, O(n) above (four
-// 8-bit passes, a pass skipped when one bucket holds every key). 64-bit keys: O(n log n).
+// 8-bit passes, or three 11-bit ones from n = kRadix11Min; a pass is skipped when one
+// bucket holds every key). 64-bit keys: O(n log n).
 // Measured on random float rows (distinct rows, so the branch predictor cannot learn them):
 // std::sort of packed words costs 9 ns per element at n = 16 and 20 ns at n = 128, against
 // 4.6 ns for counting at n = 16 and 7 ns for the radix sort at n = 128.
@@ -63,39 +64,53 @@ struct ArgsortScratch {
   Scratch<std::pair<uint64_t, int32_t>> wide;
 };
 
-// Sorts packed words (key << 32 | index) ascending by key; indices are already ascending,
-// and every pass is stable, so ties stay in index order.
-inline void RadixSortPacked(uint64_t* data, uint64_t* tmp, int n) {
-  uint32_t hist[4][256];
+// Sorts packed words (key << 32 | index) ascending by key with an LSD radix sort of
+// kBits-bit digits; indices are already ascending, and every pass is stable, so ties stay
+// in index order. A pass whose digit is the same for every key is skipped.
+template <int kBits>
+inline void RadixSortPackedDigits(uint64_t* data, uint64_t* tmp, int n) {
+  constexpr int kPasses = (32 + kBits - 1) / kBits;
+  constexpr uint32_t kBuckets = 1u << kBits;
+  constexpr uint32_t kMask = kBuckets - 1;
+  uint32_t hist[kPasses][kBuckets];
   std::memset(hist, 0, sizeof(hist));
   for (int i = 0; i < n; ++i) {
     const uint32_t k = static_cast<uint32_t>(data[i] >> 32);
-    ++hist[0][k & 0xff];
-    ++hist[1][(k >> 8) & 0xff];
-    ++hist[2][(k >> 16) & 0xff];
-    ++hist[3][k >> 24];
+    for (int pass = 0; pass < kPasses; ++pass) ++hist[pass][(k >> (kBits * pass)) & kMask];
   }
   uint64_t* src = data;
   uint64_t* dst = tmp;
-  for (int pass = 0; pass < 4; ++pass) {
+  for (int pass = 0; pass < kPasses; ++pass) {
     uint32_t* h = hist[pass];
     bool trivial = false;
     uint32_t offset = 0;
-    for (int d = 0; d < 256; ++d) {
+    for (uint32_t d = 0; d < kBuckets; ++d) {
       if (h[d] == static_cast<uint32_t>(n)) trivial = true;
       const uint32_t c = h[d];
       h[d] = offset;
       offset += c;
     }
     if (trivial) continue;
-    const int shift = 32 + 8 * pass;
+    const int shift = 32 + kBits * pass;
     for (int i = 0; i < n; ++i) {
       const uint64_t v = src[i];
-      dst[h[(v >> shift) & 0xff]++] = v;
+      dst[h[(v >> shift) & kMask]++] = v;
     }
     std::swap(src, dst);
   }
   if (src != data) std::memcpy(data, src, sizeof(uint64_t) * n);
+}
+
+// Three 11-bit passes beat four 8-bit ones once n amortizes the 3 x 2048-bucket
+// histograms: measured 3.8 against 6.0 ns per element at n = 8192, even at n = 2048.
+constexpr int kRadix11Min = 4096;
+
+inline void RadixSortPacked(uint64_t* data, uint64_t* tmp, int n) {
+  if (n >= kRadix11Min) {
+    RadixSortPackedDigits<11>(data, tmp, n);
+  } else {
+    RadixSortPackedDigits<8>(data, tmp, n);
+  }
 }
 
 // Sorts n <= kCountMax packed words (unique, since they hold their index) ascending into
