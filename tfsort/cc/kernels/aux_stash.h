@@ -34,7 +34,10 @@ class AuxStash {
   // Rows * n above this are never stashed (the aux output costs little next to the kernel
   // there); tfsort/isotonic.py asks for the stash (num_aux = 0) only below it.
   static constexpr int64_t kMaxElements = int64_t{1} << 16;
+  // Bounds on what the stash holds (inputs it keeps alive plus aux): at most this many
+  // entries and elements in all (float64 inputs: at most 12 MiB); the oldest go first.
   static constexpr size_t kMaxEntries = 64;
+  static constexpr int64_t kMaxTotalElements = int64_t{1} << 20;
 
   struct Key {
     bool rank;  // SoftRank (true) or SoftSort
@@ -56,8 +59,12 @@ class AuxStash {
   void Put(const ::tensorflow::Tensor& values, const Key& key, const ::tensorflow::Tensor& aux) {
     if (values.NumElements() > kMaxElements || values.NumElements() == 0) return;
     ::tensorflow::mutex_lock lock(mu_);
-    if (entries_.size() >= kMaxEntries) entries_.pop_front();
+    total_ += values.NumElements();
     entries_.push_back(Entry{values, key, aux});
+    while (entries_.size() > kMaxEntries || total_ > kMaxTotalElements) {
+      total_ -= entries_.front().values.NumElements();
+      entries_.pop_front();
+    }
   }
 
   // Moves the aux stashed for exactly this values tensor and key into *aux; false if none.
@@ -69,17 +76,12 @@ class AuxStash {
       if (it->values.tensor_data().data() == data && it->values.dtype() == values.dtype() &&
           it->values.shape() == values.shape() && it->key == key) {
         *aux = it->aux;
+        total_ -= it->values.NumElements();
         entries_.erase(std::next(it).base());
         return true;
       }
     }
     return false;
-  }
-
-  // Number of entries (for tests).
-  size_t Size() {
-    ::tensorflow::mutex_lock lock(mu_);
-    return entries_.size();
   }
 
  private:
@@ -90,6 +92,7 @@ class AuxStash {
   };
   ::tensorflow::mutex mu_;
   std::deque<Entry> entries_;
+  int64_t total_ = 0;  // elements over all entries
 };
 
 }  // namespace tfsort
