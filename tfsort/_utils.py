@@ -37,8 +37,17 @@ try:
     from tensorflow.python.eager import context as _context
 
     _fast_path_execute = _pywrap_tfe.TFE_Py_FastPathExecute
+    _tape_set_is_empty = _pywrap_tfe.TFE_Py_TapeSetIsEmpty
 except (ImportError, AttributeError):  # pragma: no cover
     _context = _fast_path_execute = None
+
+    def _tape_set_is_empty():  # unknown: assume a tape records
+        return False
+
+
+def recording():
+    """Whether an eager gradient tape (or forward accumulator) is recording right now."""
+    return not _tape_set_is_empty()
 
 
 def eager_context():

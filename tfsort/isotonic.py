@@ -267,18 +267,10 @@ def _pearson(a, b, axis):
 # AuxStash::kMaxElements.
 _STASH_MAX_ELEMENTS = 1 << 16
 
-try:
-    from tensorflow.python import pywrap_tfe as _pywrap_tfe
-
-    _tape_set_is_empty = _pywrap_tfe.TFE_Py_TapeSetIsEmpty
-except (ImportError, AttributeError):  # private API: fall back to "always recording"
-    def _tape_set_is_empty():
-        return False
-
 
 def _eager_num_aux(num_elements):
     """num_aux for an eager fused-op call on num_elements values (None: unknown)."""
-    if num_elements is None or num_elements > _STASH_MAX_ELEMENTS or _tape_set_is_empty():
+    if num_elements is None or num_elements > _STASH_MAX_ELEMENTS or not _utils.recording():
         return 1
     return 0
 

@@ -98,13 +98,14 @@ TFSORT_HD int PavKLBlocks(const Acc* y, const Acc* w, int n, PavScratch<Acc> s) 
   return blocks;
 }
 
-// Expands blocks into a value and a block id (0, 1, ... from left to right) per position.
+// Expands blocks into a value (unless sol is null) and a block id (0, 1, ... from left to
+// right) per position.
 template <typename Acc>
 TFSORT_HD void FillBlocks(int blocks, int n, PavScratch<Acc> s, Acc* sol, int32_t* seg) {
   for (int k = 0; k < blocks; ++k) {
     const int end = k + 1 < blocks ? s.start[k + 1] : n;
     for (int i = s.start[k]; i < end; ++i) {
-      sol[i] = s.b[k];
+      if (sol) sol[i] = s.b[k];
       seg[i] = k;
     }
   }

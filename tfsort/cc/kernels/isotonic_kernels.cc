@@ -427,13 +427,7 @@ class SoftSortRankGradOp : public OpKernel {
           state = UnpackAux(aux + off, n, perm.data(), seg.data());
         } else {
           const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf.get());
-          if (blocks > 0) {
-            const int32_t* start = buf->start.data();
-            for (int k = 0; k < blocks; ++k) {
-              const int e = k + 1 < blocks ? start[k + 1] : n;
-              for (int i = start[k]; i < e; ++i) seg[i] = k;
-            }
-          }
+          if (blocks > 0) isotonic::FillBlocks<A>(blocks, n, buf->pav(), nullptr, seg.data());
           state = blocks > 0 ? 1 : 0;
         }
         if (state != 1) {
