@@ -53,17 +53,19 @@ struct PavScratch {
 
 // The PAV pass alone: leaves the blocks in the scratch (block k starts at s.start[k] and
 // has the value s.b[k]) and returns their number. Callers that only walk the blocks (the
-// fused kernels) skip writing a per-position solution.
-template <typename Acc>
-TFSORT_HD int PavL2Blocks(const Acc* y, int n, PavScratch<Acc> s) {
+// fused kernels) skip writing a per-position solution. y may be of a narrower type than
+// Acc (each entry is converted once), so callers need not copy a row to convert it.
+template <typename Acc, typename In>
+TFSORT_HD int PavL2Blocks(const In* y, int n, PavScratch<Acc> s) {
   Acc* sum = s.a;
   Acc* val = s.b;
   int32_t* cnt = s.c;
   int top = -1;
   for (int i = 0; i < n; ++i) {
+    const Acc yi = static_cast<Acc>(y[i]);
     ++top;
-    sum[top] = y[i];
-    val[top] = y[i];
+    sum[top] = yi;
+    val[top] = yi;
     cnt[top] = 1;
     s.start[top] = i;
     while (top > 0 && val[top] >= val[top - 1]) {
@@ -77,15 +79,15 @@ TFSORT_HD int PavL2Blocks(const Acc* y, int n, PavScratch<Acc> s) {
 }
 
 // Decreasing KL problem, blocks only (as PavL2Blocks; s.a is left holding LSE(y_B)).
-template <typename Acc>
-TFSORT_HD int PavKLBlocks(const Acc* y, const Acc* w, int n, PavScratch<Acc> s) {
+template <typename Acc, typename In>
+TFSORT_HD int PavKLBlocks(const In* y, const In* w, int n, PavScratch<Acc> s) {
   Acc* ly = s.a;
   Acc* lw = s.b;
   int top = -1;
   for (int i = 0; i < n; ++i) {
     ++top;
-    ly[top] = y[i];
-    lw[top] = w[i];
+    ly[top] = static_cast<Acc>(y[i]);
+    lw[top] = static_cast<Acc>(w[i]);
     s.start[top] = i;
     while (top > 0 && ly[top] - lw[top] >= ly[top - 1] - lw[top - 1]) {
       ly[top - 1] = LogAddExp(ly[top - 1], ly[top]);
@@ -115,7 +117,7 @@ TFSORT_HD void FillBlocks(int blocks, int n, PavScratch<Acc> s, Acc* sol, int32_
 // position into seg. Returns the number of blocks.
 template <typename Acc>
 TFSORT_HD int PavL2(const Acc* y, int n, Acc* sol, int32_t* seg, PavScratch<Acc> s) {
-  const int blocks = PavL2Blocks(y, n, s);
+  const int blocks = PavL2Blocks<Acc>(y, n, s);
   FillBlocks(blocks, n, s, sol, seg);
   return blocks;
 }
@@ -124,7 +126,7 @@ TFSORT_HD int PavL2(const Acc* y, int n, Acc* sol, int32_t* seg, PavScratch<Acc>
 template <typename Acc>
 TFSORT_HD int PavKL(const Acc* y, const Acc* w, int n, Acc* sol, int32_t* seg,
                     PavScratch<Acc> s) {
-  const int blocks = PavKLBlocks(y, w, n, s);
+  const int blocks = PavKLBlocks<Acc>(y, w, n, s);
   FillBlocks(blocks, n, s, sol, seg);
   return blocks;
 }

@@ -51,6 +51,18 @@ struct RowBuffers {
 // ---------------------------------------------------------------------------------------
 // IsotonicL2 / IsotonicKL
 
+// Per-shard scratch of the isotonic ops: the PAV stack, plus reversed copies of y (and w)
+// for increasing constraints only.
+template <typename T, typename A>
+struct IsotonicBuffers {
+  IsotonicBuffers(int n, bool reversed, bool kl)
+      : pa(n), pb(n), pc(n), start(n), ry(reversed ? n : 0), rw(reversed && kl ? n : 0) {}
+  Scratch<A> pa, pb;
+  Scratch<int32_t> pc, start;
+  Scratch<T> ry, rw;
+  isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
+};
+
 template <typename T, bool kKL>
 class IsotonicOp : public OpKernel {
  public:
@@ -73,7 +85,7 @@ class IsotonicOp : public OpKernel {
     int32_t* seg = seg_t->flat<int32_t>().data();
     const bool inc = increasing_;
     ForRows(ctx, rs.rows, 30 * static_cast<int64_t>(n) + 100, [&](int64_t begin, int64_t end) {
-      RowBuffers<A> buf(n);
+      IsotonicBuffers<T, A> buf(n, inc, kKL);
       for (int64_t r = begin; r < end; ++r) {
         const T* yr = y + r * n;
         const T* wr = kKL ? w + r * n : nullptr;
@@ -86,24 +98,37 @@ class IsotonicOp : public OpKernel {
           }
           continue;
         }
-        // Increasing constraints = decreasing constraints on the reversed row.
-        for (int i = 0; i < n; ++i) {
-          const int j = inc ? n - 1 - i : i;
-          buf.y[i] = static_cast<A>(yr[j]);
-          if (kKL) buf.w[i] = static_cast<A>(wr[j]);
+        // Increasing constraints = decreasing constraints on the reversed row (a reversed
+        // copy); decreasing ones run on the row itself.
+        const T* py = yr;
+        const T* pw = wr;
+        if (inc) {
+          T* ry = buf.ry.data();
+          T* rw = buf.rw.data();
+          for (int i = 0; i < n; ++i) ry[i] = yr[n - 1 - i];
+          if (kKL)
+            for (int i = 0; i < n; ++i) rw[i] = wr[n - 1 - i];
+          py = ry;
+          pw = rw;
         }
-        int blocks;
-        if (kKL) {
-          blocks = isotonic::PavKL<A>(buf.y.data(), buf.w.data(), n, buf.sol.data(),
-                                      buf.seg.data(), buf.pav());
-        } else {
-          blocks = isotonic::PavL2<A>(buf.y.data(), n, buf.sol.data(), buf.seg.data(),
-                                      buf.pav());
-        }
-        for (int i = 0; i < n; ++i) {
-          const int j = inc ? n - 1 - i : i;
-          out[j] = FromAcc<T>(buf.sol[i]);
-          sr[j] = inc ? blocks - 1 - buf.seg[i] : buf.seg[i];
+        const int blocks = kKL ? isotonic::PavKLBlocks<A>(py, pw, n, buf.pav())
+                               : isotonic::PavL2Blocks<A>(py, n, buf.pav());
+        // Block k covers [start[k], end) of the (possibly reversed) row, value pb[k].
+        for (int k = 0; k < blocks; ++k) {
+          const int b = buf.start[k];
+          const int e = k + 1 < blocks ? buf.start[k + 1] : n;
+          const T v = FromAcc<T>(buf.pb[k]);
+          if (inc) {
+            for (int i = b; i < e; ++i) {
+              out[n - 1 - i] = v;
+              sr[n - 1 - i] = blocks - 1 - k;
+            }
+          } else {
+            for (int i = b; i < e; ++i) {
+              out[i] = v;
+              sr[i] = k;
+            }
+          }
         }
       }
     });
