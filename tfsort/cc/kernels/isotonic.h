@@ -55,19 +55,34 @@ struct PavScratch {
 // has the value s.b[k]) and returns their number. Callers that only walk the blocks (the
 // fused kernels) skip writing a per-position solution. y may be of a narrower type than
 // Acc (each entry is converted once), so callers need not copy a row to convert it.
+//
+// Each maximal non-decreasing run y[b] <= ... <= y[e-1] is pushed as one block: PAV would
+// pool it anyway (for decreasing constraints a final block's first entry is at most its
+// value and its last entry at least it, so y[i] <= y[i+1] never straddles two blocks with
+// strictly decreasing values), so the blocks are PAV's, and the run loop has no stack
+// traffic. Measured on fresh rows: 13.9 -> 9.9 ns per element on noisy trends, 3.4 -> 0.8
+// on soft-rank inputs (which are mostly one increasing run).
 template <typename Acc, typename In>
 TFSORT_HD int PavL2Blocks(const In* y, int n, PavScratch<Acc> s) {
   Acc* sum = s.a;
   Acc* val = s.b;
   int32_t* cnt = s.c;
   int top = -1;
-  for (int i = 0; i < n; ++i) {
-    const Acc yi = static_cast<Acc>(y[i]);
+  for (int i = 0; i < n;) {
+    const int b = i;
+    Acc prev = static_cast<Acc>(y[i]);
+    Acc run = prev;
+    for (++i; i < n; ++i) {
+      const Acc yi = static_cast<Acc>(y[i]);
+      if (yi < prev) break;
+      run += yi;
+      prev = yi;
+    }
     ++top;
-    sum[top] = yi;
-    val[top] = yi;
-    cnt[top] = 1;
-    s.start[top] = i;
+    sum[top] = run;
+    cnt[top] = i - b;
+    val[top] = i - b == 1 ? run : run / static_cast<Acc>(i - b);
+    s.start[top] = b;
     while (top > 0 && val[top] >= val[top - 1]) {
       sum[top - 1] += sum[top];
       cnt[top - 1] += cnt[top];
