@@ -924,3 +924,33 @@ def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
     key = -sign * x.astype(np.float64)
     want = np.argsort(key, axis=-1, kind="stable")
     np.testing.assert_array_equal(perm, want)
+
+
+@pytest.mark.parametrize("decreasing", [True, False])
+def test_l2_pav_on_runs_plateaus_and_trends_matches_references(decreasing):
+    """Rows built from non-decreasing runs, plateaus of equal values and noisy trends (the
+    kernel pushes each maximal non-decreasing run as one block): values match the NumPy
+    reference and scikit-learn, and the segment ids are the blocks of equal values."""
+    rng = _rng(21)
+    n = 300
+    rows = [
+        np.repeat(rng.integers(-5, 5, size=30), 10).astype(np.float64),   # plateaus
+        np.concatenate([np.sort(rng.normal(size=50)) for _ in range(6)]),  # increasing runs
+        np.linspace(3, -3, n) + rng.normal(size=n),                        # noisy trend
+        -np.linspace(3, -3, n) + rng.normal(size=n) * 0.1,                 # one long run
+        np.round(rng.normal(size=n), 1),                                   # many ties
+    ]
+    y = np.stack(rows)
+    sol, seg = tfsort._ops.ops.tf_sort_isotonic_l2(tf.constant(y), increasing=not decreasing)
+    sol, seg = sol.numpy(), seg.numpy()
+    want = np.stack([ref.isotonic_l2(r, decreasing=decreasing) for r in y])
+    sk = np.stack([sklearn.isotonic.isotonic_regression(r, increasing=not decreasing)
+                   for r in y])
+    np.testing.assert_allclose(sol, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sol, sk, rtol=1e-10, atol=1e-10)
+    # Block ids step by one exactly where the (decreasing or increasing) solution changes.
+    steps = np.diff(seg, axis=-1)
+    assert set(np.unique(steps)) <= {0, 1}
+    assert seg[:, 0].tolist() == [0] * len(rows)
+    changes = np.abs(np.diff(sol, axis=-1)) > 1e-9
+    np.testing.assert_array_equal(steps == 1, changes)
