@@ -37,15 +37,23 @@ inline int64_t SortCost(int n) {
   return static_cast<int64_t>(n) * (n <= sort_util::kCountMax ? 16 : 30) + 100;
 }
 
-// Per-shard scratch, allocated once per shard and reused for every row in it.
+// The PAV stack for one row of length n (see isotonic::PavScratch); after a pass, block k
+// starts at start[k] and has the value pb[k].
 template <typename A>
-struct RowBuffers {
-  explicit RowBuffers(int n)
-      : y(n), w(n), sol(n), pa(n), pb(n), pc(n), start(n), seg(n), perm(n) {}
-  Scratch<A> y, w, sol, pa, pb;
-  Scratch<int32_t> pc, start, seg, perm;
-  sort_util::ArgsortScratch sort;
+struct PavBuffers {
+  explicit PavBuffers(int n) : pa(n), pb(n), pc(n), start(n) {}
+  Scratch<A> pa, pb;
+  Scratch<int32_t> pc, start;
   isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
+};
+
+// Per-shard scratch of the fused ops, allocated once per shard and reused for every row.
+template <typename A>
+struct RowBuffers : PavBuffers<A> {
+  explicit RowBuffers(int n) : PavBuffers<A>(n), y(n), w(n), sol(n), perm(n) {}
+  Scratch<A> y, w, sol;
+  Scratch<int32_t> perm;
+  sort_util::ArgsortScratch sort;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -54,13 +62,10 @@ struct RowBuffers {
 // Per-shard scratch of the isotonic ops: the PAV stack, plus reversed copies of y (and w)
 // for increasing constraints only.
 template <typename T, typename A>
-struct IsotonicBuffers {
+struct IsotonicBuffers : PavBuffers<A> {
   IsotonicBuffers(int n, bool reversed, bool kl)
-      : pa(n), pb(n), pc(n), start(n), ry(reversed ? n : 0), rw(reversed && kl ? n : 0) {}
-  Scratch<A> pa, pb;
-  Scratch<int32_t> pc, start;
+      : PavBuffers<A>(n), ry(reversed ? n : 0), rw(reversed && kl ? n : 0) {}
   Scratch<T> ry, rw;
-  isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
 };
 
 template <typename T, bool kKL>
