@@ -836,6 +836,86 @@ def test_stashed_aux_is_only_used_for_the_same_values_and_attributes(name):
         np.testing.assert_array_equal(got, expected(x, eps, **attrs))
 
 
+FLAG_KL, FLAG_DESCENDING, FLAG_ADJOINT, FLAG_STASH = 1, 2, 4, 8  # isotonic_ops.cc
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.float32, tf.float64], ids=["f16", "f32", "f64"])
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("reg", REGS)
+@pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
+def test_eager_ops_match_the_graph_ops_bit_for_bit(name, reg, descending, dtype):
+    """The eager fast path's twins (SoftRankEager, ...; one `flags` attribute) run the same
+    kernels: outputs and VJPs (stash hit, stash miss, and the adjoint for soft sort) must
+    equal the graph ops' with the aux output, bit for bit, ties and a NaN row included."""
+    raw = tfsort._ops.ops
+    fwd, bwd = getattr(raw, f"tf_sort_{name}"), getattr(raw, f"tf_sort_{name}_grad")
+    efwd = getattr(raw, f"tf_sort_{name}_eager")
+    ebwd = getattr(raw, f"tf_sort_{name}_eager_grad")
+    x = np.round(_rng(21).normal(size=(5, 37)), 1)  # rounding makes ties
+    x[3, 7] = np.nan
+    x = tf.constant(x, dtype)
+    g = tf.constant(_rng(22).normal(size=(5, 37)), dtype)
+    eps = tf.constant(0.3, tf.float64)
+    attrs = {"regularization": reg, "descending": descending}
+    flags = (FLAG_KL if reg == "kl" else 0) | (FLAG_DESCENDING if descending else 0)
+    out, aux = fwd(x, eps, num_aux=1, **attrs)
+    want = bwd(g, x, eps, aux, **attrs).numpy()
+    for stash in (0, FLAG_STASH):
+        got = efwd(x, eps, flags=flags | stash)
+        np.testing.assert_array_equal(got.numpy(), out.numpy())
+        np.testing.assert_array_equal(ebwd(g, x, eps, flags=flags).numpy(), want)  # hit/miss
+    if name == "soft_sort":
+        want_adj = bwd(g, x, eps, aux, adjoint=True, **attrs).numpy()
+        got_adj = ebwd(g, x, eps, flags=flags | FLAG_ADJOINT).numpy()
+        np.testing.assert_array_equal(got_adj, want_adj)
+    assert np.isnan(want[3]).all() and np.isfinite(np.delete(want, 3, axis=0)).all()
+
+
+def test_eager_ops_reject_unknown_flags():
+    raw = tfsort._ops.ops
+    x = tf.constant([[3.0, 1.0, 2.0]])
+    eps = tf.constant(1.0, tf.float64)
+    for bad in (16, FLAG_ADJOINT):  # unknown bit; adjoint is a gradient-op flag
+        with pytest.raises(tf.errors.InvalidArgumentError, match="flags"):
+            raw.tf_sort_soft_rank_eager(x, eps, flags=bad)
+    for bad in (16, FLAG_STASH):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="flags"):
+            raw.tf_sort_soft_sort_eager_grad(x, x, eps, flags=bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="regularization_strength"):
+        raw.tf_sort_soft_rank_eager(x, tf.constant(0.0, tf.float64), flags=0)
+
+
+@pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
+def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, monkeypatch):
+    """An eager last-axis call under a tape records the eager-only op (its gradient function
+    sees its type); a tf.function records the graph op, which is what SavedModels hold."""
+    seen = []
+    real = tfsort.isotonic._eager_soft_vjp
+
+    def spy(op, grad, *args):
+        seen.append(op.type)
+        return real(op, grad, *args)
+
+    monkeypatch.setattr(tfsort.isotonic, "_eager_soft_vjp", spy)
+    fn = getattr(tfsort, name)
+    x = tf.constant(_rng(23).normal(size=(2, 9)))
+    w = tf.constant(_rng(24).normal(size=(2, 9)))
+
+    def vjp(a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = fn(a, regularization_strength=0.5)
+        return tape.gradient(out, a, output_gradients=w)
+
+    eager = vjp(x)
+    assert seen == [f"TFSort>{'SoftRank' if name == 'soft_rank' else 'SoftSort'}Eager"]
+    graph = tf.function(vjp)
+    np.testing.assert_array_equal(graph(x).numpy(), eager.numpy())
+    assert len(seen) == 1
+    ops = {op.type for op in graph.get_concrete_function(x).graph.get_operations()}
+    assert not ops & tfsort.isotonic._EAGER_OPS
+
+
 def test_many_untaken_stash_entries_stay_correct():
     """Forward calls whose gradients are never taken overflow the bounded stash; the
     gradients of the calls that are taken are still exact."""

@@ -29,11 +29,11 @@ def _soft_config(regularization, regularization_strength, direction):
         pass
     except TypeError:  # unhashable argument: validate (it will most likely be rejected)
         key = None
-    cfg = (
-        _utils.check_regularization(regularization),
-        _utils.check_strength(regularization_strength),
-        _utils.check_descending(direction),
-    )
+    reg = _utils.check_regularization(regularization)
+    eps = _utils.check_strength(regularization_strength)
+    desc = _utils.check_descending(direction)
+    # The last entry is the eager ops' flags (see _EAGER_OP_TYPES).
+    cfg = (reg, eps, desc, (_FLAG_KL if reg == "kl" else 0) | (_FLAG_DESCENDING if desc else 0))
     if key is not None:
         if len(_SOFT_CONFIG) >= 1024:
             _SOFT_CONFIG.clear()
@@ -45,14 +45,15 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
     """Shared body of soft_rank and soft_sort: validate, move axis last, run the fused op."""
     ctx = _utils.eager_context()
     if ctx is not None and type(axis) is int and axis == -1 and _utils.is_eager_float(values):
-        # Eager, last axis, nothing to convert: the common small-call case, run directly.
-        reg, eps, desc = _soft_config(regularization, regularization_strength, direction)
+        # Eager, last axis, nothing to convert: the common small-call case. It runs the
+        # eager-only twin of the op (one `flags` attribute, no aux output; see
+        # _EAGER_OP_TYPES) directly.
+        _, eps, _, flags = _soft_config(regularization, regularization_strength, direction)
         out = _utils.fast_execute(
-            ctx, _OP_TYPES[name], values, _utils.float64_scalar(eps, True),
-            "regularization", reg, "descending", desc,
-            "num_aux", _eager_num_aux(values._num_elements()))
+            ctx, _EAGER_OP_TYPES[name], values, _utils.float64_scalar(eps, True),
+            "flags", flags | _eager_stash_flag(values._num_elements()))
         if out is not None:
-            return out[0]
+            return out
     eager = tf.executing_eagerly()
     if not eager and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
@@ -60,7 +61,7 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         return getattr(_xla, name)(
             values, regularization, regularization_strength, direction, axis
         )
-    reg, eps, desc = _soft_config(regularization, regularization_strength, direction)
+    reg, eps, desc, _ = _soft_config(regularization, regularization_strength, direction)
     values = _utils.convert_values(values)
     shape = values.shape
     if type(axis) is int and axis == -1 and shape.rank is not None:
@@ -73,7 +74,14 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
     return _utils.restore_axis(out, perm)
 
 
-_OP_TYPES = {"soft_rank": "TFSort>SoftRank", "soft_sort": "TFSort>SoftSort"}
+# The eager fast path runs eager-only twins of SoftRank / SoftSort: the same kernels, with
+# one int `flags` attribute for regularization, direction and stashing, and no aux output.
+# TF's eager machinery costs a few microseconds per attribute and per list output on every
+# call and again when the tape records it, ~7 us of a ~150 us fwd+bwd at 1x16
+# (docs/design_notes.md). Graphs, SavedModels and the slow eager path keep the ops above.
+_EAGER_OP_TYPES = {"soft_rank": "TFSort>SoftRankEager", "soft_sort": "TFSort>SoftSortEager"}
+# Flag bits of the eager ops (tfsort/cc/ops/isotonic_ops.cc).
+_FLAG_KL, _FLAG_DESCENDING, _FLAG_ADJOINT, _FLAG_STASH = 1, 2, 4, 8
 
 
 def _last_axis_call(values, axis, fn):
@@ -275,6 +283,14 @@ def _eager_num_aux(num_elements):
     return 0
 
 
+def _eager_stash_flag(num_elements):
+    """The stash flag bit for an eager-only fused op call on num_elements values: set
+    where _eager_num_aux would pass 0."""
+    if num_elements > _STASH_MAX_ELEMENTS or not _utils.recording():
+        return 0
+    return _FLAG_STASH
+
+
 # ---------------------------------------------------------------------------------------
 # Gradients, registered on the op types (cheaper per eager call than tf.custom_gradient,
 # and found again after a SavedModel reload once `import tfsort` ran).
@@ -292,13 +308,34 @@ _SOFT_ATTRS = ("regularization", "descending")
 _SOFT_ATTRS_CACHE = {}
 
 
+def _op_attr(op, name):
+    """One attribute of op, or of the eager tape's mock op (whose flat attrs tuple is read
+    directly: cheaper than its get_attr)."""
+    if type(op).__name__ == "_MockOp":
+        flat = op.attrs
+        return flat[2 * flat[::2].index(name) + 1]
+    return op.get_attr(name)
+
+
+# The eager-only op types (see _EAGER_OP_TYPES), forward and gradient.
+_EAGER_OPS = frozenset((
+    "TFSort>SoftRankEager", "TFSort>SoftSortEager",
+    "TFSort>SoftRankEagerGrad", "TFSort>SoftSortEagerGrad",
+))
+
+
 def _soft_attrs(op):
-    """The fused ops' attributes as keyword arguments for their gradient ops.
+    """The fused ops' attributes (of the graph ops, or decoded from an eager op's flags) as
+    keyword arguments for the graph ops.
 
     In eager mode the tape hands gradient functions a mock op whose `attrs` is the flat
     (name, value, ...) tuple the op ran with; reading it directly is several microseconds
     cheaper per call than get_attr lookups, which matters at small shapes.
     """
+    if op.type in _EAGER_OPS:
+        flags = _op_attr(op, "flags")
+        return {"regularization": "kl" if flags & _FLAG_KL else "l2",
+                "descending": bool(flags & _FLAG_DESCENDING)}
     flat = op.attrs if type(op).__name__ == "_MockOp" else None
     if flat is not None:
         attrs = _SOFT_ATTRS_CACHE.get(flat)
@@ -315,6 +352,13 @@ def _soft_attrs(op):
             _SOFT_ATTRS_CACHE.clear()
         _SOFT_ATTRS_CACHE[flat] = attrs
     return attrs
+
+
+def _soft_adjoint(op):
+    """The adjoint attribute of a SoftSortGrad or SoftSortEagerGrad op."""
+    if op.type in _EAGER_OPS:
+        return bool(_op_attr(op, "flags") & _FLAG_ADJOINT)
+    return op.get_attr("adjoint")
 
 
 def _soft_vjp(op, grad, op_type, wrapper, *extra_attrs):
@@ -354,7 +398,7 @@ def _soft_grad_grad(op, hess, rank):
     if rank:  # SoftRankGrad is self-adjoint
         d_grad = _raw.tf_sort_soft_rank_grad(hess, values, eps, aux, **attrs)
     else:
-        adjoint = op.get_attr("adjoint")
+        adjoint = _soft_adjoint(op)
         d_grad = _raw.tf_sort_soft_sort_grad(hess, values, eps, aux, adjoint=not adjoint, **attrs)
     if attrs["regularization"] == "kl":
         forward = _raw.tf_sort_soft_rank if rank else _raw.tf_sort_soft_sort
@@ -369,13 +413,41 @@ def _soft_grad_grad(op, hess, rank):
 
 
 @tf.RegisterGradient("TFSort>SoftRankGrad")
+@tf.RegisterGradient("TFSort>SoftRankEagerGrad")
 def _soft_rank_grad_grad(op, hess):
     return _soft_grad_grad(op, hess, rank=True)
 
 
 @tf.RegisterGradient("TFSort>SoftSortGrad")
+@tf.RegisterGradient("TFSort>SoftSortEagerGrad")
 def _soft_sort_grad_grad(op, hess):
     return _soft_grad_grad(op, hess, rank=False)
+
+
+def _eager_soft_vjp(op, grad, op_type, wrapper):
+    """SoftRankEagerGrad / SoftSortEagerGrad for the eager-only forward op `op`: the same
+    flags without the stash bit. Outside eager execution (forward-mode JVPs trace gradient
+    functions into a tf.function) the generated wrapper builds the op."""
+    values, eps = op.inputs
+    flags = _op_attr(op, "flags") & (_FLAG_KL | _FLAG_DESCENDING)
+    ctx = _utils.eager_context()
+    if ctx is not None:
+        out = _utils.fast_execute(ctx, op_type, grad, values, eps, "flags", flags)
+        if out is not None:
+            return [out, None]
+    return [wrapper(grad, values, eps, flags=flags), None]
+
+
+@tf.RegisterGradient("TFSort>SoftRankEager")
+def _soft_rank_eager_grad(op, grad):
+    return _eager_soft_vjp(op, grad, "TFSort>SoftRankEagerGrad",
+                           _raw.tf_sort_soft_rank_eager_grad)
+
+
+@tf.RegisterGradient("TFSort>SoftSortEager")
+def _soft_sort_eager_grad(op, grad):
+    return _eager_soft_vjp(op, grad, "TFSort>SoftSortEagerGrad",
+                           _raw.tf_sort_soft_sort_eager_grad)
 
 
 @tf.RegisterGradient("TFSort>IsotonicL2")

@@ -154,8 +154,7 @@ template <typename T, bool kRank>
 class SoftSortRankGradGpuOp : public OpKernel {
  public:
   explicit SoftSortRankGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    if (!isokernels::ReadSoftAttrs(ctx, &attrs_)) return;
-    if (!kRank) OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+    isokernels::ReadSoftAttrs(ctx, &attrs_);
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -179,16 +178,21 @@ class SoftSortRankGradGpuOp : public OpKernel {
     const cudaError_t err = cuda::LaunchSoftSortRankGrad<S>(
         GpuData<T>(g_t), GpuData<T>(x_t), eps,
         aux_t ? aux_t->flat<int32_t>().data() : nullptr, GpuData<T>(out_t), rs.rows, rs.n,
-        kRank, attrs_.kl, attrs_.descending, adjoint_, ws, bytes, stream);
+        kRank, attrs_.kl, attrs_.descending, !kRank && attrs_.adjoint, ws, bytes, stream);
     GpuLaunchOk(ctx, err, kRank ? "SoftRankGrad" : "SoftSortGrad");
   }
 
  private:
   SoftAttrs attrs_;
-  bool adjoint_ = false;
 };
 
 }  // namespace
+
+// The fused ops read eps on the host (HostMemory), like every tfsort op.
+#define TFSORT_REGISTER_SOFT_GPU(NAME, T, ...)                                          \
+  REGISTER_KERNEL_BUILDER(                                                              \
+      Name(NAME).Device(DEVICE_GPU).TypeConstraint<T>("T").HostMemory("regularization_strength"), \
+      __VA_ARGS__)
 
 #define TFSORT_REGISTER_ISOTONIC_GPU(T)                                                   \
   REGISTER_KERNEL_BUILDER(                                                                \
@@ -203,26 +207,14 @@ class SoftSortRankGradGpuOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("TFSort>IsotonicKLGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),            \
       IsotonicKLGradGpuOp<T>);                                                            \
-  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftRank")                                         \
-                              .Device(DEVICE_GPU)                                         \
-                              .TypeConstraint<T>("T")                                     \
-                              .HostMemory("regularization_strength"),                     \
-                          SoftSortRankGpuOp<T, true>);                                    \
-  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftSort")                                         \
-                              .Device(DEVICE_GPU)                                         \
-                              .TypeConstraint<T>("T")                                     \
-                              .HostMemory("regularization_strength"),                     \
-                          SoftSortRankGpuOp<T, false>);                                   \
-  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftRankGrad")                                     \
-                              .Device(DEVICE_GPU)                                         \
-                              .TypeConstraint<T>("T")                                     \
-                              .HostMemory("regularization_strength"),                     \
-                          SoftSortRankGradGpuOp<T, true>);                                \
-  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftSortGrad")                                     \
-                              .Device(DEVICE_GPU)                                         \
-                              .TypeConstraint<T>("T")                                     \
-                              .HostMemory("regularization_strength"),                     \
-                          SoftSortRankGradGpuOp<T, false>);
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftRank", T, SoftSortRankGpuOp<T, true>);             \
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftSort", T, SoftSortRankGpuOp<T, false>);            \
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftRankGrad", T, SoftSortRankGradGpuOp<T, true>);     \
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftSortGrad", T, SoftSortRankGradGpuOp<T, false>);    \
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftRankEager", T, SoftSortRankGpuOp<T, true>);        \
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftSortEager", T, SoftSortRankGpuOp<T, false>);       \
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftRankEagerGrad", T, SoftSortRankGradGpuOp<T, true>); \
+  TFSORT_REGISTER_SOFT_GPU("TFSort>SoftSortEagerGrad", T, SoftSortRankGradGpuOp<T, false>);
 
 TFSORT_REGISTER_ISOTONIC_GPU(Eigen::half)
 TFSORT_REGISTER_ISOTONIC_GPU(Eigen::bfloat16)
@@ -230,6 +222,7 @@ TFSORT_REGISTER_ISOTONIC_GPU(float)
 TFSORT_REGISTER_ISOTONIC_GPU(double)
 
 #undef TFSORT_REGISTER_ISOTONIC_GPU
+#undef TFSORT_REGISTER_SOFT_GPU
 
 }  // namespace tfsort
 

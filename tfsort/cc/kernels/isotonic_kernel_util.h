@@ -36,10 +36,40 @@ inline bool ParseRegularization(OpKernelConstruction* ctx, bool* kl) {
 struct SoftAttrs {
   bool kl = false;
   bool descending = false;
-  int num_aux = 1;  // 0 or 1: whether the forward op emits the packed aux tensor
+  int num_aux = 1;     // 0 or 1: whether the forward op emits the packed aux tensor
+  bool stash = false;  // the forward op stashes its aux for the gradient op (aux_stash.h)
+  bool adjoint = false;  // SoftSortGrad only
 };
 
+// The flag bits of the eager-only ops (SoftRankEager, ...; see isotonic_ops.cc).
+enum SoftFlags : int64_t {
+  kFlagKL = 1,
+  kFlagDescending = 2,
+  kFlagAdjoint = 4,
+  kFlagStash = 8,
+};
+
+// Reads either the graph ops' attributes (regularization, descending, num_aux[, adjoint])
+// or the eager ops' single `flags` attribute.
 inline bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
+  if (ctx->HasAttr("flags")) {
+    int64_t flags = 0;
+    if (!Ok(ctx, ctx->GetAttr("flags", &flags))) return false;
+    const bool grad = ctx->num_inputs() == 3;
+    const int64_t allowed =
+        grad ? kFlagKL | kFlagDescending | kFlagAdjoint : kFlagKL | kFlagDescending | kFlagStash;
+    if ((flags & ~allowed) != 0) {
+      ctx->CtxFailure(::tensorflow::errors::InvalidArgument(
+          "flags must combine the bits ", allowed, ", got ", flags));
+      return false;
+    }
+    a->kl = flags & kFlagKL;
+    a->descending = flags & kFlagDescending;
+    a->adjoint = flags & kFlagAdjoint;
+    a->stash = flags & kFlagStash;
+    a->num_aux = 0;
+    return true;
+  }
   if (!ParseRegularization(ctx, &a->kl)) return false;
   if (!Ok(ctx, ctx->GetAttr("descending", &a->descending))) return false;
   if (!Ok(ctx, ctx->GetAttr("num_aux", &a->num_aux))) return false;
@@ -48,6 +78,8 @@ inline bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
         ::tensorflow::errors::InvalidArgument("num_aux must be 0 or 1, got ", a->num_aux));
     return false;
   }
+  a->stash = a->num_aux == 0;
+  if (ctx->HasAttr("adjoint") && !Ok(ctx, ctx->GetAttr("adjoint", &a->adjoint))) return false;
   return true;
 }
 

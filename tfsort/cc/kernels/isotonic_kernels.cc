@@ -378,9 +378,10 @@ class SoftSortRankOp : public OpKernel {
     const int n = rs.n;
     const T* x = x_t.flat<T>().data();
     T* out = out_t->flat<T>().data();
-    // num_aux = 0: the aux goes to the stash for the gradient kernel (see aux_stash.h).
+    // Without an aux output the aux goes to the stash for the gradient kernel (see
+    // aux_stash.h), when asked to.
     Tensor stashed;
-    const bool stash = !aux_t && x_t.NumElements() <= AuxStash::kMaxElements;
+    const bool stash = !aux_t && attrs_.stash && x_t.NumElements() <= AuxStash::kMaxElements;
     if (stash) OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT32, x_t.shape(), &stashed));
     int32_t* aux = aux_t ? aux_t->flat<int32_t>().data()
                          : (stash ? stashed.flat<int32_t>().data() : nullptr);
@@ -412,8 +413,7 @@ template <typename T, bool kRank>
 class SoftSortRankGradOp : public OpKernel {
  public:
   explicit SoftSortRankGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    if (!isokernels::ReadSoftAttrs(ctx, &attrs_)) return;
-    if (!kRank) OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+    isokernels::ReadSoftAttrs(ctx, &attrs_);
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -438,7 +438,7 @@ class SoftSortRankGradOp : public OpKernel {
     const int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
     T* out = out_t->flat<T>().data();
     const SoftAttrs at = attrs_;
-    const bool adjoint = adjoint_;
+    const bool adjoint = !kRank && at.adjoint;
     const Divisor<A> div(static_cast<A>(eps));
     const int sign = SoftSign<kRank>(at);
     std::atomic<bool> bad_aux{false};
@@ -509,10 +509,12 @@ class SoftSortRankGradOp : public OpKernel {
 
  private:
   SoftAttrs attrs_;
-  bool adjoint_ = false;
 };
 
 }  // namespace
+
+#define TFSORT_REGISTER_SOFT_CPU(NAME, T, ...) \
+  REGISTER_KERNEL_BUILDER(Name(NAME).Device(DEVICE_CPU).TypeConstraint<T>("T"), __VA_ARGS__)
 
 #define TFSORT_REGISTER_ISOTONIC(T)                                                        \
   REGISTER_KERNEL_BUILDER(                                                                 \
@@ -527,16 +529,14 @@ class SoftSortRankGradOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(                                                                 \
       Name("TFSort>IsotonicKLGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
       IsotonicKLGradOp<T>);                                                                \
-  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftRank").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
-                          SoftSortRankOp<T, true>);                                        \
-  REGISTER_KERNEL_BUILDER(Name("TFSort>SoftSort").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
-                          SoftSortRankOp<T, false>);                                       \
-  REGISTER_KERNEL_BUILDER(                                                                 \
-      Name("TFSort>SoftRankGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
-      SoftSortRankGradOp<T, true>);                                                        \
-  REGISTER_KERNEL_BUILDER(                                                                 \
-      Name("TFSort>SoftSortGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
-      SoftSortRankGradOp<T, false>);
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftRank", T, SoftSortRankOp<T, true>);                \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftSort", T, SoftSortRankOp<T, false>);               \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftRankGrad", T, SoftSortRankGradOp<T, true>);        \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftSortGrad", T, SoftSortRankGradOp<T, false>);       \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftRankEager", T, SoftSortRankOp<T, true>);           \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftSortEager", T, SoftSortRankOp<T, false>);          \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftRankEagerGrad", T, SoftSortRankGradOp<T, true>);   \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>SoftSortEagerGrad", T, SoftSortRankGradOp<T, false>);
 
 TFSORT_REGISTER_ISOTONIC(Eigen::half)
 TFSORT_REGISTER_ISOTONIC(Eigen::bfloat16)
@@ -544,5 +544,6 @@ TFSORT_REGISTER_ISOTONIC(float)
 TFSORT_REGISTER_ISOTONIC(double)
 
 #undef TFSORT_REGISTER_ISOTONIC
+#undef TFSORT_REGISTER_SOFT_CPU
 
 }  // namespace tfsort

@@ -158,4 +158,35 @@ a tangent of values to a tangent of the sorted output (the JVP), which is the gr
 this op with respect to grad.
 )doc");
 
+// Eager-only twins of SoftRank / SoftSort and their gradients, for the eager fast path
+// of tfsort.soft_rank / soft_sort (never in a graph or a SavedModel). One `flags` attribute
+// replaces regularization, descending, num_aux (and adjoint), and there is no aux list:
+// each attribute and list output costs TF's eager machinery a few microseconds per call,
+// which matters where the whole call is ~150 us. The forward op stashes its aux for the
+// gradient op (flag bit 3, see aux_stash.h); the gradient op re-sorts when it is gone.
+// flags: bit 0 kl, bit 1 descending, bit 2 adjoint (SoftSortEagerGrad), bit 3 stash.
+#define TFSORT_EAGER_SOFT_OP(NAME, OUT)                                             \
+  REGISTER_OP("TFSort>" NAME)                                                      \
+      .Input("values: T")                                                          \
+      .Input("regularization_strength: double")                                    \
+      .Output(OUT ": T")                                                           \
+      .Attr("T: {half, bfloat16, float, double}")                                  \
+      .Attr("flags: int >= 0")                                                     \
+      .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 1, {}, 1); })      \
+      .Doc("Eager-only " NAME ": see the flags comment in isotonic_ops.cc.");      \
+  REGISTER_OP("TFSort>" NAME "Grad")                                               \
+      .Input("grad: T")                                                            \
+      .Input("values: T")                                                          \
+      .Input("regularization_strength: double")                                    \
+      .Output("grad_values: T")                                                    \
+      .Attr("T: {half, bfloat16, float, double}")                                  \
+      .Attr("flags: int >= 0")                                                     \
+      .SetShapeFn([](InferenceContext* c) { return SoftShape(c, 2, {1}, 1); })     \
+      .Doc("Eager-only VJP of " NAME ": see the flags comment in isotonic_ops.cc.")
+
+TFSORT_EAGER_SOFT_OP("SoftRankEager", "ranks");
+TFSORT_EAGER_SOFT_OP("SoftSortEager", "sorted");
+
+#undef TFSORT_EAGER_SOFT_OP
+
 }  // namespace tfsort
