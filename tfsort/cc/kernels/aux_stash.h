@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <memory>
 
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/platform/mutex.h"
@@ -55,12 +56,22 @@ class AuxStash {
     return stash;
   }
 
-  // Stashes aux for the values tensor `values` (the forward op's input).
-  void Put(const ::tensorflow::Tensor& values, const Key& key, const ::tensorflow::Tensor& aux) {
-    if (values.NumElements() > kMaxElements || values.NumElements() == 0) return;
+  // The aux buffer of one stash entry: a plain heap array (a TF temp tensor costs a few
+  // microseconds more to allocate in an eager call).
+  using Buffer = std::unique_ptr<int32_t[]>;
+
+  // Whether a forward call on `values` may stash its aux.
+  static bool Fits(const ::tensorflow::Tensor& values) {
+    return values.NumElements() <= kMaxElements && values.NumElements() > 0;
+  }
+
+  // Stashes aux (values.NumElements() entries) for the values tensor `values` (the
+  // forward op's input).
+  void Put(const ::tensorflow::Tensor& values, const Key& key, Buffer aux) {
+    if (!Fits(values)) return;
     ::tensorflow::mutex_lock lock(mu_);
     total_ += values.NumElements();
-    entries_.push_back(Entry{values, key, aux});
+    entries_.push_back(Entry{values, key, std::move(aux)});
     while (entries_.size() > kMaxEntries || total_ > kMaxTotalElements) {
       total_ -= entries_.front().values.NumElements();
       entries_.pop_front();
@@ -68,14 +79,14 @@ class AuxStash {
   }
 
   // Moves the aux stashed for exactly this values tensor and key into *aux; false if none.
-  bool Take(const ::tensorflow::Tensor& values, const Key& key, ::tensorflow::Tensor* aux) {
-    if (values.NumElements() > kMaxElements || values.NumElements() == 0) return false;
+  bool Take(const ::tensorflow::Tensor& values, const Key& key, Buffer* aux) {
+    if (!Fits(values)) return false;
     const void* data = values.tensor_data().data();
     ::tensorflow::mutex_lock lock(mu_);
     for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
       if (it->values.tensor_data().data() == data && it->values.dtype() == values.dtype() &&
           it->values.shape() == values.shape() && it->key == key) {
-        *aux = it->aux;
+        *aux = std::move(it->aux);
         total_ -= it->values.NumElements();
         entries_.erase(std::next(it).base());
         return true;
@@ -88,7 +99,7 @@ class AuxStash {
   struct Entry {
     ::tensorflow::Tensor values;  // holds the buffer: see the file comment
     Key key;
-    ::tensorflow::Tensor aux;
+    Buffer aux;
   };
   ::tensorflow::mutex mu_;
   std::deque<Entry> entries_;

@@ -41,19 +41,77 @@ inline int64_t SortCost(int n) {
 // starts at start[k] and has the value pb[k].
 template <typename A>
 struct PavBuffers {
-  explicit PavBuffers(int n) : pa(n), pb(n), pc(n), start(n) {}
+  PavBuffers() = default;
+  void Reserve(int n) {
+    pa.reserve(n);
+    pb.reserve(n);
+    pc.reserve(n);
+    start.reserve(n);
+  }
   Scratch<A> pa, pb;
   Scratch<int32_t> pc, start;
   isotonic::PavScratch<A> pav() { return {pa.data(), pb.data(), pc.data(), start.data()}; }
 };
 
-// Per-shard scratch of the fused ops, allocated once per shard and reused for every row.
+// Per-shard scratch of the fused ops, reused for every row of the shard.
 template <typename A>
 struct RowBuffers : PavBuffers<A> {
-  explicit RowBuffers(int n) : PavBuffers<A>(n), y(n), w(n), sol(n), perm(n) {}
+  void Reserve(int n) {
+    PavBuffers<A>::Reserve(n);
+    y.reserve(n);
+    w.reserve(n);
+    sol.reserve(n);
+    perm.reserve(n);
+  }
   Scratch<A> y, w, sol;
   Scratch<int32_t> perm;
   sort_util::ArgsortScratch sort;
+};
+
+// Per-shard scratch of the fused gradient kernels; `row` only without an aux (re-sort).
+template <typename A>
+struct GradBuffers {
+  void Reserve(int n, bool resort) {
+    u.reserve(n);
+    s.reserve(n);
+    p.reserve(n);
+    perm.reserve(n);
+    seg.reserve(n);
+    if (resort) row.Reserve(n);
+  }
+  Scratch<A> u, s, p;
+  Scratch<int32_t> perm, seg;
+  RowBuffers<A> row;
+};
+
+// Rows up to this length use their thread's cached scratch (ShardScratch); longer ones
+// allocate their own, so a thread keeps at most ~1 MiB per scratch type.
+constexpr int kCachedRowMax = 8192;
+
+// The scratch B for one shard of rows of length n: for short rows, the calling thread's
+// cached instance, reused across calls (at small shapes a kernel call is a few
+// microseconds of work, and a dozen allocations per call show), else a fresh one. A thread
+// runs one shard at a time, so the cached instance is never shared.
+template <typename B>
+class ShardScratch {
+ public:
+  template <typename... Args>
+  explicit ShardScratch(int n, Args... args) {
+    if (n <= kCachedRowMax) {
+      static thread_local B cached;
+      b_ = &cached;
+    } else {
+      own_.reset(new B);
+      b_ = own_.get();
+    }
+    b_->Reserve(n, args...);
+  }
+  B* get() { return b_; }
+  B* operator->() { return b_; }
+
+ private:
+  B* b_;
+  std::unique_ptr<B> own_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -63,8 +121,11 @@ struct RowBuffers : PavBuffers<A> {
 // for increasing constraints only.
 template <typename T, typename A>
 struct IsotonicBuffers : PavBuffers<A> {
-  IsotonicBuffers(int n, bool reversed, bool kl)
-      : PavBuffers<A>(n), ry(reversed ? n : 0), rw(reversed && kl ? n : 0) {}
+  void Reserve(int n, bool reversed, bool kl) {
+    PavBuffers<A>::Reserve(n);
+    if (reversed) ry.reserve(n);
+    if (reversed && kl) rw.reserve(n);
+  }
   Scratch<T> ry, rw;
 };
 
@@ -90,7 +151,8 @@ class IsotonicOp : public OpKernel {
     int32_t* seg = seg_t->flat<int32_t>().data();
     const bool inc = increasing_;
     ForRows(ctx, rs.rows, 30 * static_cast<int64_t>(n) + 100, [&](int64_t begin, int64_t end) {
-      IsotonicBuffers<T, A> buf(n, inc, kKL);
+      ShardScratch<IsotonicBuffers<T, A>> scratch(n, inc, kKL);
+      IsotonicBuffers<T, A>& buf = *scratch.get();
       for (int64_t r = begin; r < end; ++r) {
         const T* yr = y + r * n;
         const T* wr = kKL ? w + r * n : nullptr;
@@ -380,29 +442,30 @@ class SoftSortRankOp : public OpKernel {
     T* out = out_t->flat<T>().data();
     // Without an aux output the aux goes to the stash for the gradient kernel (see
     // aux_stash.h), when asked to.
-    Tensor stashed;
-    const bool stash = !aux_t && attrs_.stash && x_t.NumElements() <= AuxStash::kMaxElements;
-    if (stash) OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT32, x_t.shape(), &stashed));
-    int32_t* aux = aux_t ? aux_t->flat<int32_t>().data()
-                         : (stash ? stashed.flat<int32_t>().data() : nullptr);
+    AuxStash::Buffer stashed;
+    if (!aux_t && attrs_.stash && AuxStash::Fits(x_t)) {
+      stashed.reset(new int32_t[x_t.NumElements()]);
+    }
+    int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : stashed.get();
     const SoftAttrs at = attrs_;
     const Divisor<A> div(static_cast<A>(eps));
     ForRows(ctx, rs.rows, SortCost(n) + 30 * n, [&](int64_t begin, int64_t end) {
-      RowBuffers<A> buf(n);
+      ShardScratch<RowBuffers<A>> buf(n);
       for (int64_t r = begin; r < end; ++r) {
         T* o = out + r * n;
         int32_t* ar = aux ? aux + r * n : nullptr;
-        const int blocks = SoftRowBlocks<T, kRank>(x + r * n, n, at, div, buf.perm.data(), &buf);
+        const int blocks =
+            SoftRowBlocks<T, kRank>(x + r * n, n, at, div, buf->perm.data(), buf.get());
         if (blocks == 0) {
           for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
           if (ar)
             for (int i = 0; i < n; ++i) ar[i] = kInvalidRow;
           continue;
         }
-        EmitSoftRow<T, kRank>(blocks, n, at, buf.perm.data(), &buf, o, ar);
+        EmitSoftRow<T, kRank>(blocks, n, at, buf->perm.data(), buf.get(), o, ar);
       }
     });
-    if (stash) AuxStash::Global()->Put(x_t, StashKey<kRank>(at, eps), stashed);
+    if (stashed) AuxStash::Global()->Put(x_t, StashKey<kRank>(at, eps), std::move(stashed));
   }
 
  private:
@@ -431,11 +494,9 @@ class SoftSortRankGradOp : public OpKernel {
     const T* g = g_t.flat<T>().data();
     const T* x = x_t.flat<T>().data();
     // num_aux = 0: the forward kernel's stashed aux if it is still there, else re-sort.
-    Tensor stashed;
-    if (!aux_t && AuxStash::Global()->Take(x_t, StashKey<kRank>(attrs_, eps), &stashed)) {
-      aux_t = &stashed;
-    }
-    const int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : nullptr;
+    AuxStash::Buffer stashed;
+    if (!aux_t) AuxStash::Global()->Take(x_t, StashKey<kRank>(attrs_, eps), &stashed);
+    const int32_t* aux = aux_t ? aux_t->flat<int32_t>().data() : stashed.get();
     T* out = out_t->flat<T>().data();
     const SoftAttrs at = attrs_;
     const bool adjoint = !kRank && at.adjoint;
@@ -444,10 +505,13 @@ class SoftSortRankGradOp : public OpKernel {
     std::atomic<bool> bad_aux{false};
     const int64_t cost = (aux ? 0 : SortCost(n)) + 40 * static_cast<int64_t>(n) + 100;
     ForRows(ctx, rs.rows, cost, [&](int64_t begin, int64_t end) {
-      Scratch<A> u(n), s(n), p(n);
-      Scratch<int32_t> perm(n), seg(n);
-      std::unique_ptr<RowBuffers<A>> buf;
-      if (!aux) buf.reset(new RowBuffers<A>(n));
+      ShardScratch<GradBuffers<A>> scratch(n, !aux);
+      Scratch<A>& u = scratch->u;
+      Scratch<A>& s = scratch->s;
+      Scratch<A>& p = scratch->p;
+      Scratch<int32_t>& perm = scratch->perm;
+      Scratch<int32_t>& seg = scratch->seg;
+      RowBuffers<A>* buf = &scratch->row;
       for (int64_t r = begin; r < end; ++r) {
         const int64_t off = r * n;
         const T* gr = g + off;
@@ -456,7 +520,7 @@ class SoftSortRankGradOp : public OpKernel {
         if (aux) {
           state = UnpackAux(aux + off, n, perm.data(), seg.data());
         } else {
-          const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf.get());
+          const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf);
           if (blocks > 0) isotonic::FillBlocks<A>(blocks, n, buf->pav(), nullptr, seg.data());
           state = blocks > 0 ? 1 : 0;
         }
