@@ -916,6 +916,76 @@ def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, monkeypatch):
     assert not ops & tfsort.isotonic._EAGER_OPS
 
 
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16, tf.float32, tf.float64],
+                         ids=["f16", "bf16", "f32", "f64"])
+@pytest.mark.parametrize("increasing", [False, True])
+def test_eager_isotonic_l2_matches_the_graph_op_bit_for_bit(increasing, dtype):
+    """IsotonicL2Eager (no segments output) and its gradient op (stashed block starts, or a
+    new PAV pass when they are gone) equal IsotonicL2 / IsotonicL2Grad bit for bit."""
+    raw = tfsort._ops.ops
+
+    def f64(t):  # exact for every float dtype; NumPy compares bfloat16 NaNs as unequal
+        return t.numpy().astype(np.float64)
+
+    y = np.round(_rng(25).normal(size=(4, 300)), 1)  # ties
+    y[1, 17] = np.inf
+    y = tf.constant(y, dtype)
+    g = tf.constant(_rng(26).normal(size=(4, 300)), dtype)
+    sol, seg = raw.tf_sort_isotonic_l2(y, increasing=increasing)
+    want = f64(raw.tf_sort_isotonic_l2_grad(g, seg))
+    flags = 1 if increasing else 0
+    for stash in (0, FLAG_STASH):
+        got = raw.tf_sort_isotonic_l2_eager(y, flags=flags | stash)
+        np.testing.assert_array_equal(f64(got), f64(sol))
+        np.testing.assert_array_equal(f64(raw.tf_sort_isotonic_l2_eager_grad(g, y, flags=flags)),
+                                      want)
+    # A stash entry is keyed by the direction too: the other direction re-runs PAV.
+    raw.tf_sort_isotonic_l2_eager(y, flags=flags | FLAG_STASH)
+    other = f64(raw.tf_sort_isotonic_l2_eager_grad(g, y, flags=1 - flags))
+    _, seg2 = raw.tf_sort_isotonic_l2(y, increasing=not increasing)
+    np.testing.assert_array_equal(other, f64(raw.tf_sort_isotonic_l2_grad(g, seg2)))
+    assert np.isnan(want[1]).all() and np.isfinite(np.delete(want, 1, axis=0)).all()
+
+
+def test_eager_isotonic_ops_reject_unknown_flags():
+    raw = tfsort._ops.ops
+    y = tf.constant([[3.0, 1.0, 2.0]])
+    for bad in (2, 16):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="flags"):
+            raw.tf_sort_isotonic_l2_eager(y, flags=bad)
+    for bad in (2, FLAG_STASH):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="flags"):
+            raw.tf_sort_isotonic_l2_eager_grad(y, y, flags=bad)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="y"):
+        raw.tf_sort_isotonic_l2_eager_grad(y, tf.constant([[1.0, 2.0]]), flags=0)
+
+
+def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch):
+    seen = []
+    real = tfsort.isotonic._op_attr
+
+    def spy(op, name):
+        seen.append(op.type)
+        return real(op, name)
+
+    monkeypatch.setattr(tfsort.isotonic, "_op_attr", spy)
+    y = tf.constant(_rng(27).normal(size=(3, 11)))
+    w = tf.constant(_rng(28).normal(size=(3, 11)))
+
+    def vjp(a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = tfsort.isotonic_regression(a, decreasing=False)
+        return tape.gradient(out, a, output_gradients=w)
+
+    eager = vjp(y)
+    assert seen == ["TFSort>IsotonicL2Eager"]
+    graph = tf.function(vjp)
+    np.testing.assert_array_equal(graph(y).numpy(), eager.numpy())
+    ops = {op.type for op in graph.get_concrete_function(y).graph.get_operations()}
+    assert "TFSort>IsotonicL2" in ops and not ops & tfsort.isotonic._EAGER_OPS
+
+
 def test_many_untaken_stash_entries_stay_correct():
     """Forward calls whose gradients are never taken overflow the bounded stash; the
     gradients of the calls that are taken are still exact."""

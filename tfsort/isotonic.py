@@ -82,6 +82,8 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
 _EAGER_OP_TYPES = {"soft_rank": "TFSort>SoftRankEager", "soft_sort": "TFSort>SoftSortEager"}
 # Flag bits of the eager ops (tfsort/cc/ops/isotonic_ops.cc).
 _FLAG_KL, _FLAG_DESCENDING, _FLAG_ADJOINT, _FLAG_STASH = 1, 2, 4, 8
+_FLAG_INCREASING = 1  # IsotonicL2Eager(Grad)
+_L2_NAMES = frozenset(("l2", "L2"))
 
 
 def _last_axis_call(values, axis, fn):
@@ -183,6 +185,16 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
       >>> tfsort.isotonic_regression([[1., 3., 2., 4.]], decreasing=False).numpy()
       array([[1. , 2.5, 2.5, 4. ]], dtype=float32)
     """
+    ctx = _utils.eager_context()
+    if (ctx is not None and w is None and regularization in _L2_NAMES
+            and type(decreasing) is bool and type(axis) is int and axis == -1
+            and _utils.is_eager_float(y)):
+        # Eager L2 on the last axis: the eager-only op (no segments output; see
+        # _EAGER_OP_TYPES), run directly.
+        flags = (0 if decreasing else _FLAG_INCREASING) | _eager_stash_flag(y._num_elements())
+        out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
+        if out is not None:
+            return out
     if not tf.executing_eagerly() and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415
 
@@ -317,10 +329,12 @@ def _op_attr(op, name):
     return op.get_attr(name)
 
 
-# The eager-only op types (see _EAGER_OP_TYPES), forward and gradient.
+# The eager-only op types (see _EAGER_OP_TYPES and isotonic_regression), forward and
+# gradient.
 _EAGER_OPS = frozenset((
     "TFSort>SoftRankEager", "TFSort>SoftSortEager",
     "TFSort>SoftRankEagerGrad", "TFSort>SoftSortEagerGrad",
+    "TFSort>IsotonicL2Eager", "TFSort>IsotonicL2EagerGrad",
 ))
 
 
@@ -458,6 +472,26 @@ def _isotonic_l2_grad(op, grad, _unused_seg_grad):
 @tf.RegisterGradient("TFSort>IsotonicL2Grad")
 def _isotonic_l2_grad_grad(op, hess):
     return [_raw.tf_sort_isotonic_l2_grad(hess, op.inputs[1]), None]
+
+
+@tf.RegisterGradient("TFSort>IsotonicL2Eager")
+def _isotonic_l2_eager_grad(op, grad):
+    y = op.inputs[0]
+    flags = _op_attr(op, "flags") & _FLAG_INCREASING
+    ctx = _utils.eager_context()
+    if ctx is not None:
+        out = _utils.fast_execute(ctx, "TFSort>IsotonicL2EagerGrad", grad, y, "flags", flags)
+        if out is not None:
+            return out
+    return _raw.tf_sort_isotonic_l2_eager_grad(grad, y, flags=flags)
+
+
+@tf.RegisterGradient("TFSort>IsotonicL2EagerGrad")
+def _isotonic_l2_eager_grad_grad(op, hess):
+    # Linear in grad and self-adjoint (block means); piecewise constant in y, as
+    # IsotonicL2Grad is through its integer segments.
+    y = op.inputs[1]
+    return [_raw.tf_sort_isotonic_l2_eager_grad(hess, y, flags=_op_attr(op, "flags")), None]
 
 
 @tf.RegisterGradient("TFSort>IsotonicKL")

@@ -1,6 +1,6 @@
 // A small process-wide stash that carries a fused SoftRank / SoftSort op's aux tensor (the
-// sorting permutation and PAV block starts) from the forward kernel to its gradient kernel
-// without making it an op output.
+// sorting permutation and PAV block starts), or an eager IsotonicL2 op's segment ids, from
+// the forward kernel to its gradient kernel without making it an op output.
 //
 // Why: in eager mode every extra op output costs TF ~20 us of backprop bookkeeping (a
 // zeros cotangent, trainability checks), more than the whole kernel at small shapes, and
@@ -40,13 +40,16 @@ class AuxStash {
   static constexpr size_t kMaxEntries = 64;
   static constexpr int64_t kMaxTotalElements = int64_t{1} << 20;
 
+  // Which op stashed an entry: the aux of the fused ops, or the segment ids of IsotonicL2.
+  enum class Op : uint8_t { kSoftSort, kSoftRank, kIsotonicL2 };
+
   struct Key {
-    bool rank;  // SoftRank (true) or SoftSort
+    Op op;
     bool kl;
-    bool descending;
-    double eps;
+    bool descending;  // IsotonicL2: decreasing constraints
+    double eps;       // IsotonicL2: 0
     bool operator==(const Key& o) const {
-      return rank == o.rank && kl == o.kl && descending == o.descending &&
+      return op == o.op && kl == o.kl && descending == o.descending &&
              std::memcmp(&eps, &o.eps, sizeof(eps)) == 0;
     }
   };

@@ -62,7 +62,21 @@ struct PavScratch {
 // strictly decreasing values), so the blocks are PAV's, and the run loop has no stack
 // traffic. Measured on fresh rows: 13.9 -> 9.9 ns per element on noisy trends, 3.4 -> 0.8
 // on soft-rank inputs (which are mostly one increasing run).
-template <typename Acc, typename In>
+//
+// A new block pools with the top of the stack while its mean is not below the top's. With
+// kCrossMultiply the test is sum_new * cnt_top >= sum_top * cnt_new (counts are positive),
+// which keeps divisions off the loop's critical path, and block values are divided out
+// once at the end (10.8 -> 9.9 ns per element on noisy trends). Callers ask for it only
+// where the products cannot overflow Acc: float inputs in double, half inputs in float.
+// Block values (means) from the block sums and counts.
+template <typename Acc>
+TFSORT_HD void PavL2Values(int blocks, PavScratch<Acc> s) {
+  for (int k = 0; k < blocks; ++k) {
+    s.b[k] = s.c[k] == 1 ? s.a[k] : s.a[k] / static_cast<Acc>(s.c[k]);
+  }
+}
+
+template <typename Acc, bool kCrossMultiply = false, typename In>
 TFSORT_HD int PavL2Blocks(const In* y, int n, PavScratch<Acc> s) {
   Acc* sum = s.a;
   Acc* val = s.b;
@@ -78,19 +92,31 @@ TFSORT_HD int PavL2Blocks(const In* y, int n, PavScratch<Acc> s) {
       run += yi;
       prev = yi;
     }
+    int c = i - b;
+    if (kCrossMultiply) {
+      while (top >= 0 && run * static_cast<Acc>(cnt[top]) >= sum[top] * static_cast<Acc>(c)) {
+        run += sum[top];
+        c += cnt[top];
+        --top;
+      }
+    } else {
+      Acc mean = c == 1 ? run : run / static_cast<Acc>(c);
+      while (top >= 0 && mean >= val[top]) {
+        run += sum[top];
+        c += cnt[top];
+        mean = run / static_cast<Acc>(c);
+        --top;
+      }
+      val[top + 1] = mean;
+    }
     ++top;
     sum[top] = run;
-    cnt[top] = i - b;
-    val[top] = i - b == 1 ? run : run / static_cast<Acc>(i - b);
-    s.start[top] = b;
-    while (top > 0 && val[top] >= val[top - 1]) {
-      sum[top - 1] += sum[top];
-      cnt[top - 1] += cnt[top];
-      val[top - 1] = sum[top - 1] / static_cast<Acc>(cnt[top - 1]);
-      --top;
-    }
+    cnt[top] = c;
+    s.start[top] = i - c;
   }
-  return top + 1;
+  const int blocks = top + 1;
+  if (kCrossMultiply) PavL2Values(blocks, s);
+  return blocks;
 }
 
 // Decreasing KL problem, blocks only (as PavL2Blocks; s.a is left holding LSE(y_B)).

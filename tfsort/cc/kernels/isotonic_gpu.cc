@@ -25,36 +25,86 @@ namespace {
 
 using isokernels::SoftAttrs;
 
+// The eager-only ops' flag bit 0 (isotonic_ops.cc): increasing constraints. The GPU
+// kernels do not stash (bit 3 is accepted and ignored): IsotonicL2EagerGrad runs PAV again.
+constexpr int64_t kFlagIncreasing = 1;
+
+inline bool ReadIsotonicGpuFlags(OpKernelConstruction* ctx, int64_t allowed, bool* increasing) {
+  int64_t flags = 0;
+  if (!Ok(ctx, ctx->GetAttr("flags", &flags))) return false;
+  if ((flags & ~allowed) != 0) {
+    ctx->CtxFailure(::tensorflow::errors::InvalidArgument("flags must combine the bits ",
+                                                          allowed, ", got ", flags));
+    return false;
+  }
+  *increasing = flags & kFlagIncreasing;
+  return true;
+}
+
+// Runs the isotonic GPU kernel on y (and w) into solution and segments.
+template <typename T, bool kKL>
+bool RunIsotonicGpu(OpKernelContext* ctx, const RowShape& rs, const Tensor& y_t,
+                    const Tensor* w_t, T* solution, int32_t* segments, bool increasing) {
+  using S = typename GpuStorage<T>::type;
+  // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
+  const cudaStream_t stream = GetGpuStream(ctx);
+  Tensor ws_t;
+  void* ws = nullptr;
+  const size_t bytes = cuda::IsotonicWorkspaceBytes<S>(rs.rows, rs.n, kKL);
+  if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return false;
+  const cudaError_t err = cuda::LaunchIsotonic<S>(
+      GpuData<T>(y_t), kKL ? GpuData<T>(*w_t) : nullptr, reinterpret_cast<S*>(solution),
+      segments, rs.rows, rs.n, kKL, increasing, ws, bytes, stream);
+  return GpuLaunchOk(ctx, err, kKL ? "IsotonicKL" : "IsotonicL2");
+}
+
+// Block means of grad over segments into out.
+template <typename T>
+void RunIsotonicL2GradGpu(OpKernelContext* ctx, const RowShape& rs, const Tensor& g_t,
+                          const int32_t* segments, Tensor* out_t) {
+  using S = typename GpuStorage<T>::type;
+  const cudaStream_t stream = GetGpuStream(ctx);
+  Tensor ws_t;
+  void* ws = nullptr;
+  const size_t bytes = cuda::IsotonicL2GradWorkspaceBytes<S>(rs.rows, rs.n);
+  if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
+  const cudaError_t err = cuda::LaunchIsotonicL2Grad<S>(
+      GpuData<T>(g_t), segments, GpuData<T>(out_t), rs.rows, rs.n, ws, bytes, stream);
+  GpuLaunchOk(ctx, err, "IsotonicL2Grad");
+}
+
+// IsotonicL2 / IsotonicKL, and IsotonicL2Eager (segments in a temporary).
 template <typename T, bool kKL>
 class IsotonicGpuOp : public OpKernel {
  public:
   explicit IsotonicGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    if (!kKL && ctx->HasAttr("flags")) {
+      eager_ = true;
+      ReadIsotonicGpuFlags(ctx, kFlagIncreasing | isokernels::kFlagStash, &increasing_);
+      return;
+    }
     OP_REQUIRES_OK(ctx, ctx->GetAttr("increasing", &increasing_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    using S = typename GpuStorage<T>::type;
     RowShape rs;
     Tensor* sol_t = nullptr;
     Tensor* seg_t = nullptr;
-    if (!isokernels::PrepareIsotonic(ctx, kKL, &rs, &sol_t, &seg_t) || rs.rows == 0) return;
-    const Tensor& y_t = ctx->input(0);
-    const Tensor* w_t = kKL ? &ctx->input(1) : nullptr;
-    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
-    const cudaStream_t stream = GetGpuStream(ctx);
-    Tensor ws_t;
-    void* ws = nullptr;
-    const size_t bytes = cuda::IsotonicWorkspaceBytes<S>(rs.rows, rs.n, kKL);
-    if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
-    const cudaError_t err = cuda::LaunchIsotonic<S>(
-        GpuData<T>(y_t), kKL ? GpuData<T>(*w_t) : nullptr, GpuData<T>(sol_t),
-        seg_t->flat<int32_t>().data(), rs.rows, rs.n, kKL, increasing_, ws, bytes,
-        stream);
-    GpuLaunchOk(ctx, err, kKL ? "IsotonicKL" : "IsotonicL2");
+    if (!isokernels::PrepareIsotonic(ctx, kKL, !eager_, &rs, &sol_t, &seg_t) || rs.rows == 0) {
+      return;
+    }
+    Tensor seg_temp;
+    if (!seg_t) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DT_INT32, sol_t->shape(), &seg_temp));
+      seg_t = &seg_temp;
+    }
+    RunIsotonicGpu<T, kKL>(ctx, rs, ctx->input(0), kKL ? &ctx->input(1) : nullptr,
+                           sol_t->flat<T>().data(), seg_t->flat<int32_t>().data(), increasing_);
   }
 
  private:
   bool increasing_ = false;
+  bool eager_ = false;
 };
 
 template <typename T>
@@ -63,23 +113,40 @@ class IsotonicL2GradGpuOp : public OpKernel {
   explicit IsotonicL2GradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    using S = typename GpuStorage<T>::type;
     RowShape rs;
     Tensor* out_t = nullptr;
-    if (!isokernels::PrepareIsotonicL2Grad(ctx, &rs, &out_t) || rs.rows == 0) return;
-    const Tensor& g_t = ctx->input(0);
-    const Tensor& seg_t = ctx->input(1);
-    // Stream first: it makes the op's GPU current, which CUB's workspace query reads.
-    const cudaStream_t stream = GetGpuStream(ctx);
-    Tensor ws_t;
-    void* ws = nullptr;
-    const size_t bytes = cuda::IsotonicL2GradWorkspaceBytes<S>(rs.rows, rs.n);
-    if (!AllocateWorkspace(ctx, bytes, &ws_t, &ws)) return;
-    const cudaError_t err = cuda::LaunchIsotonicL2Grad<S>(
-        GpuData<T>(g_t), seg_t.flat<int32_t>().data(), GpuData<T>(out_t), rs.rows, rs.n, ws,
-        bytes, stream);
-    GpuLaunchOk(ctx, err, "IsotonicL2Grad");
+    if (!isokernels::PrepareIsotonicL2Grad(ctx, "segments", &rs, &out_t) || rs.rows == 0) {
+      return;
+    }
+    RunIsotonicL2GradGpu<T>(ctx, rs, ctx->input(0), ctx->input(1).flat<int32_t>().data(), out_t);
   }
+};
+
+// IsotonicL2EagerGrad: PAV over y again (into temporaries), then the block means of grad.
+template <typename T>
+class IsotonicL2EagerGradGpuOp : public OpKernel {
+ public:
+  explicit IsotonicL2EagerGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadIsotonicGpuFlags(ctx, kFlagIncreasing, &increasing_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    RowShape rs;
+    Tensor* out_t = nullptr;
+    if (!isokernels::PrepareIsotonicL2Grad(ctx, "y", &rs, &out_t) || rs.rows == 0) return;
+    const Tensor& y_t = ctx->input(1);
+    Tensor sol, seg;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(y_t.dtype(), y_t.shape(), &sol));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(::tensorflow::DT_INT32, y_t.shape(), &seg));
+    if (!RunIsotonicGpu<T, false>(ctx, rs, y_t, nullptr, sol.flat<T>().data(),
+                                  seg.flat<int32_t>().data(), increasing_)) {
+      return;
+    }
+    RunIsotonicL2GradGpu<T>(ctx, rs, ctx->input(0), seg.flat<int32_t>().data(), out_t);
+  }
+
+ private:
+  bool increasing_ = false;
 };
 
 template <typename T>
@@ -204,6 +271,12 @@ class SoftSortRankGradGpuOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("TFSort>IsotonicL2Grad").Device(DEVICE_GPU).TypeConstraint<T>("T"),            \
       IsotonicL2GradGpuOp<T>);                                                            \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("TFSort>IsotonicL2Eager").Device(DEVICE_GPU).TypeConstraint<T>("T"),           \
+      IsotonicGpuOp<T, false>);                                                           \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("TFSort>IsotonicL2EagerGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),       \
+      IsotonicL2EagerGradGpuOp<T>);                                                       \
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("TFSort>IsotonicKLGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),            \
       IsotonicKLGradGpuOp<T>);                                                            \

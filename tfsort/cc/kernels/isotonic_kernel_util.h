@@ -92,22 +92,31 @@ inline bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
     }                                 \
   } while (0)
 
-// IsotonicL2 (kl = false) / IsotonicKL: y [, w] -> solution (may reuse y), segments.
-inline bool PrepareIsotonic(OpKernelContext* ctx, bool kl, RowShape* rs, Tensor** sol,
-                            Tensor** seg) {
+// IsotonicL2 (kl = false) / IsotonicKL: y [, w] -> solution (may reuse y), segments (only
+// with `segments`; IsotonicL2Eager has none: *seg is then null).
+inline bool PrepareIsotonic(OpKernelContext* ctx, bool kl, bool segments, RowShape* rs,
+                            Tensor** sol, Tensor** seg) {
   const Tensor& y = ctx->input(0);
   TFSORT_PREPARE_OK(ctx, GetRowShape(y, "y", rs));
   if (kl) TFSORT_PREPARE_OK(ctx, CheckSameShape(y, "y", ctx->input(1), "w"));
-  TFSORT_PREPARE_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y.shape(), sol));
-  TFSORT_PREPARE_OK(ctx, ctx->allocate_output(1, y.shape(), seg));
+  // The stash of IsotonicL2Eager keeps y: its buffer must not become the solution.
+  if (segments) {
+    TFSORT_PREPARE_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, y.shape(), sol));
+    TFSORT_PREPARE_OK(ctx, ctx->allocate_output(1, y.shape(), seg));
+  } else {
+    TFSORT_PREPARE_OK(ctx, ctx->allocate_output(0, y.shape(), sol));
+    *seg = nullptr;
+  }
   return true;
 }
 
-// IsotonicL2Grad: grad, segments -> grad_y (may reuse grad).
-inline bool PrepareIsotonicL2Grad(OpKernelContext* ctx, RowShape* rs, Tensor** out) {
+// IsotonicL2Grad: grad, segments -> grad_y (may reuse grad); IsotonicL2EagerGrad: grad,
+// y -> grad_y. `second` names input 1.
+inline bool PrepareIsotonicL2Grad(OpKernelContext* ctx, const char* second, RowShape* rs,
+                                  Tensor** out) {
   const Tensor& g = ctx->input(0);
   TFSORT_PREPARE_OK(ctx, GetRowShape(g, "grad", rs));
-  TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", ctx->input(1), "segments"));
+  TFSORT_PREPARE_OK(ctx, CheckSameShape(g, "grad", ctx->input(1), second));
   TFSORT_PREPARE_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, g.shape(), out));
   return true;
 }

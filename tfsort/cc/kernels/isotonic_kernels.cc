@@ -7,6 +7,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op_kernel.h"
@@ -127,12 +128,101 @@ struct IsotonicBuffers : PavBuffers<A> {
     if (reversed && kl) rw.reserve(n);
   }
   Scratch<T> ry, rw;
+  Scratch<int32_t> row_starts;  // IsotonicL2EagerGrad's re-run PAV (IsotonicRow's starts)
 };
 
+// Whether PavL2Blocks may compare block means by cross-multiplying in Acc<T> (products of
+// a sum and a count cannot overflow): float rows in double and half rows in float, not
+// bfloat16 (float's range) or double rows.
+template <typename T>
+constexpr bool kCrossMultiply =
+    std::is_same<T, float>::value || std::is_same<T, Eigen::half>::value;
+
+// One row of the isotonic ops: the solution (unless out is null), a block id per position
+// (unless seg is null) and the block starts in row order, followed by n when there are
+// fewer than n blocks (unless starts is null: IsotonicL2Eager's stash). A row with a NaN or
+// infinite value gets NaN, -1s and starts[0] = -1.
+template <typename T, typename A, bool kKL>
+void IsotonicRow(const T* yr, const T* wr, int n, bool inc, IsotonicBuffers<T, A>* buf, T* out,
+                 int32_t* seg, int32_t* starts = nullptr) {
+  if (!RowFinite(yr, n) || (kKL && !RowFinite(wr, n))) {
+    for (int i = 0; out && i < n; ++i) {
+      out[i] = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
+    }
+    for (int i = 0; seg && i < n; ++i) seg[i] = -1;
+    if (starts) starts[0] = -1;
+    return;
+  }
+  // Increasing constraints = decreasing constraints on the reversed row (a reversed copy);
+  // decreasing ones run on the row itself.
+  const T* py = yr;
+  const T* pw = wr;
+  if (inc) {
+    T* ry = buf->ry.data();
+    T* rw = buf->rw.data();
+    for (int i = 0; i < n; ++i) ry[i] = yr[n - 1 - i];
+    if (kKL)
+      for (int i = 0; i < n; ++i) rw[i] = wr[n - 1 - i];
+    py = ry;
+    pw = rw;
+  }
+  const int blocks = kKL ? isotonic::PavKLBlocks<A>(py, pw, n, buf->pav())
+                         : isotonic::PavL2Blocks<A, kCrossMultiply<T>>(py, n, buf->pav());
+  // Block k covers [start[k], end) of the (possibly reversed) row, value pb[k].
+  for (int k = 0; k < blocks; ++k) {
+    const int b = buf->start[k];
+    const int e = k + 1 < blocks ? buf->start[k + 1] : n;
+    if (out) {
+      const T v = FromAcc<T>(buf->pb[k]);
+      if (inc) {
+        for (int i = b; i < e; ++i) out[n - 1 - i] = v;
+      } else {
+        for (int i = b; i < e; ++i) out[i] = v;
+      }
+    }
+    if (seg) {
+      if (inc) {
+        for (int i = b; i < e; ++i) seg[n - 1 - i] = blocks - 1 - k;
+      } else {
+        for (int i = b; i < e; ++i) seg[i] = k;
+      }
+    }
+    if (starts) starts[inc ? blocks - 1 - k : k] = inc ? n - e : b;
+  }
+  if (starts && blocks < n) starts[blocks] = n;
+}
+
+// IsotonicL2Eager's and IsotonicL2EagerGrad's `flags` (isotonic_ops.cc): bit 0 increasing,
+// bit 3 (isokernels::kFlagStash, the forward op only) stash the segment ids.
+constexpr int64_t kFlagIncreasing = 1;
+
+inline bool ReadIsotonicFlags(OpKernelConstruction* ctx, int64_t allowed, int64_t* flags) {
+  if (!Ok(ctx, ctx->GetAttr("flags", flags))) return false;
+  if ((*flags & ~allowed) != 0) {
+    ctx->CtxFailure(InvalidArgument("flags must combine the bits ", allowed, ", got ", *flags));
+    return false;
+  }
+  return true;
+}
+
+inline AuxStash::Key IsotonicStashKey(bool increasing) {
+  return AuxStash::Key{AuxStash::Op::kIsotonicL2, false, !increasing, 0.0};
+}
+
+// IsotonicL2 / IsotonicKL, and IsotonicL2Eager (a `flags` attribute and no segments
+// output: the segment ids go to the stash when asked to).
 template <typename T, bool kKL>
 class IsotonicOp : public OpKernel {
  public:
   explicit IsotonicOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    if (!kKL && ctx->HasAttr("flags")) {
+      int64_t flags = 0;
+      if (!ReadIsotonicFlags(ctx, kFlagIncreasing | isokernels::kFlagStash, &flags)) return;
+      increasing_ = flags & kFlagIncreasing;
+      stash_ = flags & isokernels::kFlagStash;
+      eager_ = true;
+      return;
+    }
     OP_REQUIRES_OK(ctx, ctx->GetAttr("increasing", &increasing_));
   }
 
@@ -141,69 +231,48 @@ class IsotonicOp : public OpKernel {
     RowShape rs;
     Tensor* sol_t = nullptr;
     Tensor* seg_t = nullptr;
-    if (!isokernels::PrepareIsotonic(ctx, kKL, &rs, &sol_t, &seg_t) || rs.rows == 0) return;
+    if (!isokernels::PrepareIsotonic(ctx, kKL, !eager_, &rs, &sol_t, &seg_t) || rs.rows == 0) {
+      return;
+    }
     const Tensor& y_t = ctx->input(0);
-    const Tensor* w_t = kKL ? &ctx->input(1) : nullptr;
     const int n = rs.n;
     const T* y = y_t.flat<T>().data();
-    const T* w = kKL ? w_t->flat<T>().data() : nullptr;
+    const T* w = kKL ? ctx->input(1).flat<T>().data() : nullptr;
     T* sol = sol_t->flat<T>().data();
-    int32_t* seg = seg_t->flat<int32_t>().data();
+    // IsotonicL2Eager stashes each row's block starts (IsotonicRow) for its gradient op.
+    AuxStash::Buffer stashed;
+    if (stash_ && AuxStash::Fits(y_t)) stashed.reset(new int32_t[y_t.NumElements()]);
+    int32_t* seg = seg_t ? seg_t->flat<int32_t>().data() : nullptr;
+    int32_t* starts = stashed.get();
     const bool inc = increasing_;
     ForRows(ctx, rs.rows, 30 * static_cast<int64_t>(n) + 100, [&](int64_t begin, int64_t end) {
-      ShardScratch<IsotonicBuffers<T, A>> scratch(n, inc, kKL);
-      IsotonicBuffers<T, A>& buf = *scratch.get();
+      ShardScratch<IsotonicBuffers<T, A>> buf(n, inc, kKL);
       for (int64_t r = begin; r < end; ++r) {
-        const T* yr = y + r * n;
-        const T* wr = kKL ? w + r * n : nullptr;
-        T* out = sol + r * n;
-        int32_t* sr = seg + r * n;
-        if (!RowFinite(yr, n) || (kKL && !RowFinite(wr, n))) {
-          for (int i = 0; i < n; ++i) {
-            out[i] = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
-            sr[i] = -1;
-          }
-          continue;
-        }
-        // Increasing constraints = decreasing constraints on the reversed row (a reversed
-        // copy); decreasing ones run on the row itself.
-        const T* py = yr;
-        const T* pw = wr;
-        if (inc) {
-          T* ry = buf.ry.data();
-          T* rw = buf.rw.data();
-          for (int i = 0; i < n; ++i) ry[i] = yr[n - 1 - i];
-          if (kKL)
-            for (int i = 0; i < n; ++i) rw[i] = wr[n - 1 - i];
-          py = ry;
-          pw = rw;
-        }
-        const int blocks = kKL ? isotonic::PavKLBlocks<A>(py, pw, n, buf.pav())
-                               : isotonic::PavL2Blocks<A>(py, n, buf.pav());
-        // Block k covers [start[k], end) of the (possibly reversed) row, value pb[k].
-        for (int k = 0; k < blocks; ++k) {
-          const int b = buf.start[k];
-          const int e = k + 1 < blocks ? buf.start[k + 1] : n;
-          const T v = FromAcc<T>(buf.pb[k]);
-          if (inc) {
-            for (int i = b; i < e; ++i) {
-              out[n - 1 - i] = v;
-              sr[n - 1 - i] = blocks - 1 - k;
-            }
-          } else {
-            for (int i = b; i < e; ++i) {
-              out[i] = v;
-              sr[i] = k;
-            }
-          }
-        }
+        IsotonicRow<T, A, kKL>(y + r * n, kKL ? w + r * n : nullptr, n, inc, buf.get(),
+                               sol + r * n, seg ? seg + r * n : nullptr,
+                               starts ? starts + r * n : nullptr);
       }
     });
+    if (stashed) AuxStash::Global()->Put(y_t, IsotonicStashKey(inc), std::move(stashed));
   }
 
  private:
   bool increasing_ = false;
+  bool eager_ = false;  // IsotonicL2Eager
+  bool stash_ = false;
 };
+
+// Block means of one row of grad (the L2 VJP), or NaN for a non-finite row (seg[0] < 0).
+template <typename T, typename A>
+void L2GradRow(const T* g, const int32_t* seg, int n, A* buf, T* out) {
+  if (seg[0] < 0) {
+    for (int i = 0; i < n; ++i) out[i] = static_cast<T>(NAN);
+    return;
+  }
+  for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[i]);
+  isotonic::BlockMean(seg, n, buf);
+  for (int i = 0; i < n; ++i) out[i] = FromAcc<T>(buf[i]);
+}
 
 // IsotonicL2Grad: block means of grad.
 template <typename T>
@@ -215,28 +284,86 @@ class IsotonicL2GradOp : public OpKernel {
     using A = typename Acc<T>::type;
     RowShape rs;
     Tensor* out_t = nullptr;
-    if (!isokernels::PrepareIsotonicL2Grad(ctx, &rs, &out_t) || rs.rows == 0) return;
-    const Tensor& g_t = ctx->input(0);
-    const Tensor& seg_t = ctx->input(1);
+    if (!isokernels::PrepareIsotonicL2Grad(ctx, "segments", &rs, &out_t) || rs.rows == 0) {
+      return;
+    }
     const int n = rs.n;
-    const T* g = g_t.flat<T>().data();
-    const int32_t* seg = seg_t.flat<int32_t>().data();
+    const T* g = ctx->input(0).flat<T>().data();
+    const int32_t* seg = ctx->input(1).flat<int32_t>().data();
     T* out = out_t->flat<T>().data();
     ForRows(ctx, rs.rows, 6 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
-      Scratch<A> buf(n);
+      ShardScratch<GradBuffers<A>> buf(n, false);
       for (int64_t r = begin; r < end; ++r) {
-        const int32_t* sr = seg + r * n;
-        T* o = out + r * n;
-        if (sr[0] < 0) {
-          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
-          continue;
-        }
-        for (int i = 0; i < n; ++i) buf[i] = static_cast<A>(g[r * n + i]);
-        isotonic::BlockMean(sr, n, buf.data());
-        for (int i = 0; i < n; ++i) o[i] = FromAcc<T>(buf[i]);
+        L2GradRow<T, A>(g + r * n, seg + r * n, n, buf->u.data(), out + r * n);
       }
     });
   }
+};
+
+// Block means of one row of grad given the block starts IsotonicRow writes, or NaN for a
+// non-finite row (starts[0] < 0). Same sums in the same order as L2GradRow.
+template <typename T, typename A>
+void L2GradFromStarts(const T* g, const int32_t* starts, int n, T* out) {
+  if (starts[0] < 0) {
+    for (int i = 0; i < n; ++i) out[i] = static_cast<T>(NAN);
+    return;
+  }
+  for (int k = 0, b = 0; b < n; ++k) {
+    const int e = k + 1 < n ? starts[k + 1] : n;
+    A sum = 0;
+    for (int i = b; i < e; ++i) sum += static_cast<A>(g[i]);
+    const T mean = FromAcc<T>(sum / static_cast<A>(e - b));
+    for (int i = b; i < e; ++i) out[i] = mean;
+    b = e;
+  }
+}
+
+// IsotonicL2EagerGrad: grad, y -> block means of grad, with the block starts IsotonicL2Eager
+// stashed for this y, or from a new PAV pass over y when they are gone.
+template <typename T>
+class IsotonicL2EagerGradOp : public OpKernel {
+ public:
+  explicit IsotonicL2EagerGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    int64_t flags = 0;
+    if (!ReadIsotonicFlags(ctx, kFlagIncreasing, &flags)) return;
+    increasing_ = flags & kFlagIncreasing;
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    using A = typename Acc<T>::type;
+    RowShape rs;
+    Tensor* out_t = nullptr;
+    if (!isokernels::PrepareIsotonicL2Grad(ctx, "y", &rs, &out_t) || rs.rows == 0) return;
+    const Tensor& y_t = ctx->input(1);
+    const int n = rs.n;
+    const T* g = ctx->input(0).flat<T>().data();
+    const T* y = y_t.flat<T>().data();
+    T* out = out_t->flat<T>().data();
+    const bool inc = increasing_;
+    AuxStash::Buffer stashed;
+    AuxStash::Global()->Take(y_t, IsotonicStashKey(inc), &stashed);
+    const int32_t* starts = stashed.get();
+    const int64_t cost = (starts ? 4 : 34) * static_cast<int64_t>(n) + 50;
+    ForRows(ctx, rs.rows, cost, [&](int64_t begin, int64_t end) {
+      // Without stashed starts: PAV again, into the scratch's start array.
+      std::unique_ptr<ShardScratch<IsotonicBuffers<T, A>>> pav;
+      if (!starts) pav.reset(new ShardScratch<IsotonicBuffers<T, A>>(n, inc, false));
+      for (int64_t r = begin; r < end; ++r) {
+        const int32_t* sr = starts ? starts + r * n : nullptr;
+        if (!starts) {
+          IsotonicBuffers<T, A>* b = pav->get();
+          b->row_starts.reserve(n);
+          IsotonicRow<T, A, false>(y + r * n, nullptr, n, inc, b, nullptr, nullptr,
+                                   b->row_starts.data());
+          sr = b->row_starts.data();
+        }
+        L2GradFromStarts<T, A>(g + r * n, sr, n, out + r * n);
+      }
+    });
+  }
+
+ private:
+  bool increasing_ = false;
 };
 
 // IsotonicKLGrad: softmax-weighted spread (or, with adjoint, gather) per block.
@@ -417,7 +544,8 @@ void EmitSoftRow(int blocks, int n, const SoftAttrs& at, const int32_t* pr,
 
 template <bool kRank>
 AuxStash::Key StashKey(const SoftAttrs& at, double eps) {
-  return AuxStash::Key{kRank, at.kl, at.descending, eps};
+  return AuxStash::Key{kRank ? AuxStash::Op::kSoftRank : AuxStash::Op::kSoftSort, at.kl,
+                       at.descending, eps};
 }
 
 template <typename T, bool kRank>
@@ -590,6 +718,8 @@ class SoftSortRankGradOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(                                                                 \
       Name("TFSort>IsotonicL2Grad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
       IsotonicL2GradOp<T>);                                                                \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>IsotonicL2Eager", T, IsotonicOp<T, false>);            \
+  TFSORT_REGISTER_SOFT_CPU("TFSort>IsotonicL2EagerGrad", T, IsotonicL2EagerGradOp<T>);    \
   REGISTER_KERNEL_BUILDER(                                                                 \
       Name("TFSort>IsotonicKLGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
       IsotonicKLGradOp<T>);                                                                \

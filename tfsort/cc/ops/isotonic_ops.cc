@@ -189,4 +189,24 @@ TFSORT_EAGER_SOFT_OP("SoftSortEager", "sorted");
 
 #undef TFSORT_EAGER_SOFT_OP
 
+// The eager-only twin of IsotonicL2 (as above): no segments output; with flag bit 3 the
+// kernel stashes the segment ids under y for IsotonicL2EagerGrad, which runs PAV again
+// when they are gone. flags: bit 0 increasing, bit 3 stash (the gradient op: bit 0 only).
+REGISTER_OP("TFSort>IsotonicL2Eager")
+    .Input("y: T")
+    .Output("solution: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("flags: int >= 0")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {}, 1); })
+    .Doc("Eager-only IsotonicL2 without the segments output: see isotonic_ops.cc.");
+
+REGISTER_OP("TFSort>IsotonicL2EagerGrad")
+    .Input("grad: T")
+    .Input("y: T")
+    .Output("grad_y: T")
+    .Attr("T: {half, bfloat16, float, double}")
+    .Attr("flags: int >= 0")
+    .SetShapeFn([](InferenceContext* c) { return SameShapeAsFirst(c, {1}, 1); })
+    .Doc("Eager-only VJP of IsotonicL2Eager (block means of grad): see isotonic_ops.cc.");
+
 }  // namespace tfsort
