@@ -25,19 +25,12 @@ namespace {
 
 using isokernels::SoftAttrs;
 
-// The eager-only ops' flag bit 0 (isotonic_ops.cc): increasing constraints. The GPU
-// kernels do not stash (bit 3 is accepted and ignored): IsotonicL2EagerGrad runs PAV again.
-constexpr int64_t kFlagIncreasing = 1;
-
+// The eager-only isotonic ops on the GPU do not stash (the kFlagStash bit is accepted and
+// ignored): IsotonicL2EagerGrad runs PAV again.
 inline bool ReadIsotonicGpuFlags(OpKernelConstruction* ctx, int64_t allowed, bool* increasing) {
   int64_t flags = 0;
-  if (!Ok(ctx, ctx->GetAttr("flags", &flags))) return false;
-  if ((flags & ~allowed) != 0) {
-    ctx->CtxFailure(::tensorflow::errors::InvalidArgument("flags must combine the bits ",
-                                                          allowed, ", got ", flags));
-    return false;
-  }
-  *increasing = flags & kFlagIncreasing;
+  if (!isokernels::ReadFlags(ctx, allowed, &flags)) return false;
+  *increasing = flags & isokernels::kFlagIncreasing;
   return true;
 }
 
@@ -80,7 +73,8 @@ class IsotonicGpuOp : public OpKernel {
   explicit IsotonicGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     if (!kKL && ctx->HasAttr("flags")) {
       eager_ = true;
-      ReadIsotonicGpuFlags(ctx, kFlagIncreasing | isokernels::kFlagStash, &increasing_);
+      ReadIsotonicGpuFlags(ctx, isokernels::kFlagIncreasing | isokernels::kFlagStash,
+                           &increasing_);
       return;
     }
     OP_REQUIRES_OK(ctx, ctx->GetAttr("increasing", &increasing_));
@@ -127,7 +121,7 @@ template <typename T>
 class IsotonicL2EagerGradGpuOp : public OpKernel {
  public:
   explicit IsotonicL2EagerGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadIsotonicGpuFlags(ctx, kFlagIncreasing, &increasing_);
+    ReadIsotonicGpuFlags(ctx, isokernels::kFlagIncreasing, &increasing_);
   }
 
   void Compute(OpKernelContext* ctx) override {

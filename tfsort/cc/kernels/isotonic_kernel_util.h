@@ -49,20 +49,29 @@ enum SoftFlags : int64_t {
   kFlagStash = 8,
 };
 
+// IsotonicL2Eager(Grad): flag bit 0 is increasing constraints; kFlagStash as above.
+constexpr int64_t kFlagIncreasing = 1;
+
+// Reads an eager-only op's `flags` attribute, which may only combine the bits in allowed.
+inline bool ReadFlags(OpKernelConstruction* ctx, int64_t allowed, int64_t* flags) {
+  if (!Ok(ctx, ctx->GetAttr("flags", flags))) return false;
+  if ((*flags & ~allowed) != 0) {
+    ctx->CtxFailure(::tensorflow::errors::InvalidArgument("flags must combine the bits ",
+                                                          allowed, ", got ", *flags));
+    return false;
+  }
+  return true;
+}
+
 // Reads either the graph ops' attributes (regularization, descending, num_aux[, adjoint])
 // or the eager ops' single `flags` attribute.
 inline bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {
   if (ctx->HasAttr("flags")) {
-    int64_t flags = 0;
-    if (!Ok(ctx, ctx->GetAttr("flags", &flags))) return false;
     const bool grad = ctx->num_inputs() == 3;
     const int64_t allowed =
         grad ? kFlagKL | kFlagDescending | kFlagAdjoint : kFlagKL | kFlagDescending | kFlagStash;
-    if ((flags & ~allowed) != 0) {
-      ctx->CtxFailure(::tensorflow::errors::InvalidArgument(
-          "flags must combine the bits ", allowed, ", got ", flags));
-      return false;
-    }
+    int64_t flags = 0;
+    if (!ReadFlags(ctx, allowed, &flags)) return false;
     a->kl = flags & kFlagKL;
     a->descending = flags & kFlagDescending;
     a->adjoint = flags & kFlagAdjoint;

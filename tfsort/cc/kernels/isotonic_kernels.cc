@@ -30,6 +30,8 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
+using isokernels::kFlagIncreasing;
+using isokernels::kFlagStash;
 using isokernels::SoftAttrs;
 using sort_util::Scratch;
 
@@ -192,19 +194,6 @@ void IsotonicRow(const T* yr, const T* wr, int n, bool inc, IsotonicBuffers<T, A
   if (starts && blocks < n) starts[blocks] = n;
 }
 
-// IsotonicL2Eager's and IsotonicL2EagerGrad's `flags` (isotonic_ops.cc): bit 0 increasing,
-// bit 3 (isokernels::kFlagStash, the forward op only) stash the segment ids.
-constexpr int64_t kFlagIncreasing = 1;
-
-inline bool ReadIsotonicFlags(OpKernelConstruction* ctx, int64_t allowed, int64_t* flags) {
-  if (!Ok(ctx, ctx->GetAttr("flags", flags))) return false;
-  if ((*flags & ~allowed) != 0) {
-    ctx->CtxFailure(InvalidArgument("flags must combine the bits ", allowed, ", got ", *flags));
-    return false;
-  }
-  return true;
-}
-
 inline AuxStash::Key IsotonicStashKey(bool increasing) {
   return AuxStash::Key{AuxStash::Op::kIsotonicL2, false, !increasing, 0.0};
 }
@@ -217,9 +206,9 @@ class IsotonicOp : public OpKernel {
   explicit IsotonicOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     if (!kKL && ctx->HasAttr("flags")) {
       int64_t flags = 0;
-      if (!ReadIsotonicFlags(ctx, kFlagIncreasing | isokernels::kFlagStash, &flags)) return;
+      if (!isokernels::ReadFlags(ctx, kFlagIncreasing | kFlagStash, &flags)) return;
       increasing_ = flags & kFlagIncreasing;
-      stash_ = flags & isokernels::kFlagStash;
+      stash_ = flags & kFlagStash;
       eager_ = true;
       return;
     }
@@ -325,7 +314,7 @@ class IsotonicL2EagerGradOp : public OpKernel {
  public:
   explicit IsotonicL2EagerGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     int64_t flags = 0;
-    if (!ReadIsotonicFlags(ctx, kFlagIncreasing, &flags)) return;
+    if (!isokernels::ReadFlags(ctx, kFlagIncreasing, &flags)) return;
     increasing_ = flags & kFlagIncreasing;
   }
 
