@@ -530,6 +530,18 @@ BAD = [
     (lambda: tfsort.isotonic_regression(np.array([[1 + 1j]])), TypeError, r"\by\b"),
     (lambda: tfsort.isotonic_regression(_X, decreasing="yes"), TypeError, "decreasing"),
     (lambda: tfsort.spearmanr([[1.0, 2.0]], [[1.0, 2.0, 3.0]]), ValueError, "pred and target"),
+    # The same checks on the eager fast paths (an eager float tensor, last axis).
+    (lambda: tfsort.isotonic_regression(tf.constant(_X), regularization=["l2"]), TypeError,
+     "regularization"),
+    (lambda: tfsort.isotonic_regression(tf.constant(_X), regularization="l1"), ValueError,
+     "regularization"),
+    (lambda: tfsort.isotonic_regression(tf.constant(_X), decreasing=1), TypeError, "decreasing"),
+    (lambda: tfsort.isotonic_regression(tf.constant(_X), tf.constant(_W)), ValueError, r"\bw\b"),
+    (lambda: tfsort.isotonic_regression(tf.constant(3.0)), ValueError, r"\by\b"),
+    (lambda: tfsort.soft_rank(tf.constant(_X), regularization=["l2"]), TypeError,
+     "regularization"),
+    (lambda: tfsort.soft_sort(tf.constant(_X), regularization_strength=0.0), ValueError, _EPS),
+    (lambda: tfsort.soft_rank(tf.constant(_X), direction="UP"), ValueError, "direction"),
 ]
 
 

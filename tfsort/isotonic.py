@@ -186,7 +186,8 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
       array([[1. , 2.5, 2.5, 4. ]], dtype=float32)
     """
     ctx = _utils.eager_context()
-    if (ctx is not None and w is None and regularization in _L2_NAMES
+    if (ctx is not None and w is None and type(regularization) is str
+            and regularization in _L2_NAMES
             and type(decreasing) is bool and type(axis) is int and axis == -1
             and _utils.is_eager_float(y)):
         # Eager L2 on the last axis: the eager-only op (no segments output; see
