@@ -658,6 +658,40 @@ def test_nonfinite_row_isolated(mode, name, reg, bad):
     assert np.isnan(grad.numpy()[1]).all()
 
 
+@pytest.mark.parametrize("dtype", [tf.float16, tf.float32], ids=["f16", "f32"])
+@pytest.mark.parametrize("decreasing", [True, False])
+def test_nonfinite_isotonic_rows_low_precision(mode, decreasing, dtype):
+    """float16 / float32 L2 rows are checked for NaN and infinities after PAV, through their
+    block sums (isotonic_kernels.cc); every placement (first, last, inside a run, both
+    infinities in one row) must still give a NaN row and leave the other rows exact."""
+    n = 40
+    x = np.round(_rng(33).normal(size=(8, n)), 1)
+    rows = {1: [(0, np.nan)], 2: [(n - 1, np.inf)], 3: [(5, -np.inf)],
+            4: [(7, np.inf), (30, -np.inf)], 5: [(0, -np.inf), (n - 1, np.nan)],
+            6: [(20, np.inf), (21, np.inf)]}
+    for r, entries in rows.items():
+        for i, v in entries:
+            x[r, i] = v
+    good = [0, 7]
+    w = _rng(34).normal(size=(8, n))
+
+    def f(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = tfsort.isotonic_regression(a, decreasing=decreasing)
+        return out, tape.gradient(out, a, output_gradients=b)
+
+    fn = mode(f)
+    out, grad = fn(tf.constant(x, dtype), tf.constant(w, dtype))
+    out_ok, grad_ok = fn(tf.constant(x[good], dtype), tf.constant(w[good], dtype))
+    out, grad = out.numpy().astype(np.float64), grad.numpy().astype(np.float64)
+    np.testing.assert_array_equal(out[good], out_ok.numpy().astype(np.float64))
+    np.testing.assert_array_equal(grad[good], grad_ok.numpy().astype(np.float64))
+    assert np.isnan(out[1:7]).all() and np.isnan(grad[1:7]).all()
+    want = np.stack([ref.isotonic_l2(r, decreasing=decreasing) for r in x[good]])
+    _assert_close(out[good], want, 1e-2 if dtype == tf.float16 else TOL[tf.float32])
+
+
 def test_nonfinite_w_row_isolated(mode):
     rng = _rng(22)
     y = rng.normal(size=(3, 6))

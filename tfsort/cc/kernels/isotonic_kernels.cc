@@ -147,12 +147,19 @@ constexpr bool kCrossMultiply =
 template <typename T, typename A, bool kKL>
 void IsotonicRow(const T* yr, const T* wr, int n, bool inc, IsotonicBuffers<T, A>* buf, T* out,
                  int32_t* seg, int32_t* starts = nullptr) {
-  if (!RowFinite(yr, n) || (kKL && !RowFinite(wr, n))) {
+  auto non_finite = [&] {
     for (int i = 0; out && i < n; ++i) {
       out[i] = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
     }
     for (int i = 0; seg && i < n; ++i) seg[i] = -1;
     if (starts) starts[0] = -1;
+  };
+  // L2 rows whose block sums cannot overflow (kCrossMultiply<T>) are checked after PAV
+  // instead of before: every entry lands in exactly one block sum, which is then NaN or
+  // infinite if the entry is, and the pass terminates on any input. One pass less.
+  constexpr bool kCheckAfter = !kKL && kCrossMultiply<T>;
+  if (!kCheckAfter && (!RowFinite(yr, n) || (kKL && !RowFinite(wr, n)))) {
+    non_finite();
     return;
   }
   // Increasing constraints = decreasing constraints on the reversed row (a reversed copy);
@@ -170,6 +177,14 @@ void IsotonicRow(const T* yr, const T* wr, int n, bool inc, IsotonicBuffers<T, A
   }
   const int blocks = kKL ? isotonic::PavKLBlocks<A>(py, pw, n, buf->pav())
                          : isotonic::PavL2Blocks<A, kCrossMultiply<T>>(py, n, buf->pav());
+  if (kCheckAfter) {
+    bool finite = true;
+    for (int k = 0; k < blocks; ++k) finite &= std::isfinite(buf->pa[k]);
+    if (!finite) {
+      non_finite();
+      return;
+    }
+  }
   // Block k covers [start[k], end) of the (possibly reversed) row, value pb[k].
   for (int k = 0; k < blocks; ++k) {
     const int b = buf->start[k];
