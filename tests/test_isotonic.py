@@ -1032,6 +1032,40 @@ def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch):
     assert "TFSort>IsotonicL2" in ops and not ops & tfsort.isotonic._EAGER_OPS
 
 
+def test_eager_calls_above_the_stash_bound_use_the_graph_ops(monkeypatch):
+    """Above 65536 elements nothing is stashed, so an eager call under a tape runs the graph
+    op, whose aux / segments output the gradient reuses (not the eager-only op, whose
+    gradient would sort or run PAV again); small calls run the eager-only ops."""
+    seen = []
+    real_soft, real_iso = tfsort.isotonic._soft_vjp, tfsort._ops.ops.tf_sort_isotonic_l2_grad
+
+    def soft_spy(op, grad, *args):
+        seen.append(op.type)
+        return real_soft(op, grad, *args)
+
+    def iso_spy(*args, **kwargs):
+        seen.append("TFSort>IsotonicL2")
+        return real_iso(*args, **kwargs)
+
+    monkeypatch.setattr(tfsort.isotonic, "_soft_vjp", soft_spy)
+    monkeypatch.setattr(tfsort.isotonic._raw, "tf_sort_isotonic_l2_grad", iso_spy)
+    rng = _rng(35)
+    for n, graph_op in [(70000, True), (1000, False)]:
+        x = tf.constant(rng.normal(size=(1, n)).astype(np.float32))
+        w = tf.constant(rng.normal(size=(1, n)).astype(np.float32))
+        for fn, op_type in [(tfsort.soft_rank, "TFSort>SoftRank"),
+                            (tfsort.soft_sort, "TFSort>SoftSort"),
+                            (tfsort.isotonic_regression, "TFSort>IsotonicL2")]:
+            seen.clear()
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = fn(x)
+            got = tape.gradient(out, x, output_gradients=w)
+            assert seen == ([op_type] if graph_op else []), (n, op_type, seen)
+            want = tf.function(lambda a, fn=fn: _vjp(fn, a, w))(x)
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_row_lengths_across_the_cached_scratch_bound():
     """Rows up to 8192 reuse per-thread scratch that only grows; longer rows get their own
     (ShardScratch in isotonic_kernels.cc). A sequence of lengths that shrinks, grows past

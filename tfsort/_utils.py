@@ -18,7 +18,7 @@ _FLOAT_SET = frozenset(FLOAT_DTYPES)
 
 # Eager fast path of convert_values: the dtype enum of an EagerTensor is an int, read
 # without building a DType (small eager calls are overhead-bound: see docs/design_notes.md).
-_EAGER_TENSOR = type(tf.constant(0.0))
+_EAGER_TENSOR = EAGER_TENSOR = type(tf.constant(0.0))
 _FLOAT_ENUMS = frozenset(d.as_datatype_enum for d in FLOAT_DTYPES)
 
 
@@ -48,6 +48,12 @@ except (ImportError, AttributeError):  # pragma: no cover
 def recording():
     """Whether an eager gradient tape (or forward accumulator) is recording right now."""
     return not _tape_set_is_empty()
+
+
+def stash_flag():
+    """The eager-only ops' stash flag bit (8, isotonic_ops.cc) while a tape records, else 0.
+    The kernels themselves skip inputs above the stash's size bound (aux_stash.h)."""
+    return 0 if _tape_set_is_empty() else 8
 
 
 def eager_context():

@@ -43,17 +43,32 @@ def _soft_config(regularization, regularization_strength, direction):
 
 def _soft(op, name, values, regularization, regularization_strength, direction, axis):
     """Shared body of soft_rank and soft_sort: validate, move axis last, run the fused op."""
-    ctx = _utils.eager_context()
-    if ctx is not None and type(axis) is int and axis == -1 and _utils.is_eager_float(values):
-        # Eager, last axis, nothing to convert: the common small-call case. It runs the
+    if type(values) is _utils.EAGER_TENSOR and type(axis) is int and axis == -1:
+        # An eager float tensor on the last axis (the common small-call case): run the
         # eager-only twin of the op (one `flags` attribute, no aux output; see
-        # _EAGER_OP_TYPES) directly.
-        _, eps, _, flags = _soft_config(regularization, regularization_strength, direction)
-        out = _utils.fast_execute(
-            ctx, _EAGER_OP_TYPES[name], values, _utils.float64_scalar(eps, True),
-            "flags", flags | _eager_stash_flag(values._num_elements()))
-        if out is not None:
-            return out
+        # _EAGER_OP_TYPES) directly. Kept to a few dict lookups: at 1x16 the whole call is
+        # ~150 us, most of it TF's.
+        ctx = _utils.eager_context()
+        if ctx is not None:
+            try:
+                eps_t, flags, reg, desc = _EAGER_SOFT[
+                    (regularization, type(regularization_strength), regularization_strength,
+                     direction)]
+            except (KeyError, TypeError):
+                eps_t, flags, reg, desc = _eager_soft_config(
+                    regularization, regularization_strength, direction)
+            if _utils.recording():
+                if values._num_elements() > _STASH_MAX_ELEMENTS:
+                    # Too big to stash: the graph op, whose aux output the gradient reuses.
+                    out = _utils.fast_execute(ctx, _OP_TYPES[name], values, eps_t,
+                                              "regularization", reg, "descending", desc,
+                                              "num_aux", 1)
+                    if out is not None:
+                        return out[0]
+                flags |= _FLAG_STASH
+            out = _utils.fast_execute(ctx, _EAGER_OP_TYPES[name], values, eps_t, "flags", flags)
+            if out is not None:
+                return out
     eager = tf.executing_eagerly()
     if not eager and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
@@ -74,11 +89,14 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
     return _utils.restore_axis(out, perm)
 
 
+_OP_TYPES = {"soft_rank": "TFSort>SoftRank", "soft_sort": "TFSort>SoftSort"}
 # The eager fast path runs eager-only twins of SoftRank / SoftSort: the same kernels, with
 # one int `flags` attribute for regularization, direction and stashing, and no aux output.
 # TF's eager machinery costs a few microseconds per attribute and per list output on every
 # call and again when the tape records it, ~7 us of a ~150 us fwd+bwd at 1x16
-# (docs/design_notes.md). Graphs, SavedModels and the slow eager path keep the ops above.
+# (docs/design_notes.md). Graphs, SavedModels, the slow eager path and eager calls too big
+# for the stash (_STASH_MAX_ELEMENTS, whose gradient reuses the aux output) keep the ops
+# above.
 _EAGER_OP_TYPES = {"soft_rank": "TFSort>SoftRankEager", "soft_sort": "TFSort>SoftSortEager"}
 # Flag bits of the eager ops (tfsort/cc/ops/isotonic_ops.cc).
 _FLAG_KL, _FLAG_DESCENDING, _FLAG_ADJOINT, _FLAG_STASH = 1, 2, 4, 8
@@ -192,10 +210,16 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
             and _utils.is_eager_float(y)):
         # Eager L2 on the last axis: the eager-only op (no segments output; see
         # _EAGER_OP_TYPES), run directly.
-        flags = (0 if decreasing else _FLAG_INCREASING) | _eager_stash_flag(y._num_elements())
-        out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
-        if out is not None:
-            return out
+        if _utils.recording() and y._num_elements() > _STASH_MAX_ELEMENTS:
+            # Too big to stash: the graph op, whose segments output the gradient reuses.
+            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2", y, "increasing", not decreasing)
+            if out is not None:
+                return out[0]
+        else:
+            flags = (0 if decreasing else _FLAG_INCREASING) | _utils.stash_flag()
+            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
+            if out is not None:
+                return out
     if not tf.executing_eagerly() and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415
 
@@ -296,12 +320,22 @@ def _eager_num_aux(num_elements):
     return 0
 
 
-def _eager_stash_flag(num_elements):
-    """The stash flag bit for an eager-only fused op call on num_elements values: set
-    where _eager_num_aux would pass 0."""
-    if num_elements > _STASH_MAX_ELEMENTS or not _utils.recording():
-        return 0
-    return _FLAG_STASH
+# (regularization, type(eps), eps, direction) -> (eps as a cached float64 tensor, flags,
+# regularization, descending) for the eager fast path.
+_EAGER_SOFT = {}
+
+
+def _eager_soft_config(regularization, regularization_strength, direction):
+    reg, eps, desc, flags = _soft_config(regularization, regularization_strength, direction)
+    cfg = (_utils.float64_scalar(eps, True), flags, reg, desc)
+    try:
+        if len(_EAGER_SOFT) >= 1024:
+            _EAGER_SOFT.clear()
+        _EAGER_SOFT[(regularization, type(regularization_strength), regularization_strength,
+                     direction)] = cfg
+    except TypeError:  # unhashable (and valid) argument: not cached
+        pass
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------
