@@ -50,12 +50,6 @@ def recording():
     return not _tape_set_is_empty()
 
 
-def stash_flag():
-    """The eager-only ops' stash flag bit (8, isotonic_ops.cc) while a tape records, else 0.
-    The kernels themselves skip inputs above the stash's size bound (aux_stash.h)."""
-    return 0 if _tape_set_is_empty() else 8
-
-
 def eager_context():
     """TF's eager context when executing eagerly; None in graphs (or without the fast path)."""
     if _fast_path_execute is None:

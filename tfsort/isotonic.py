@@ -210,16 +210,18 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
             and _utils.is_eager_float(y)):
         # Eager L2 on the last axis: the eager-only op (no segments output; see
         # _EAGER_OP_TYPES), run directly.
-        if _utils.recording() and y._num_elements() > _STASH_MAX_ELEMENTS:
-            # Too big to stash: the graph op, whose segments output the gradient reuses.
-            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2", y, "increasing", not decreasing)
-            if out is not None:
-                return out[0]
-        else:
-            flags = (0 if decreasing else _FLAG_INCREASING) | _utils.stash_flag()
-            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
-            if out is not None:
-                return out
+        flags = 0 if decreasing else _FLAG_INCREASING
+        if _utils.recording():
+            if y._num_elements() > _STASH_MAX_ELEMENTS:
+                # Too big to stash: the graph op, whose segments output the gradient reuses.
+                out = _utils.fast_execute(ctx, "TFSort>IsotonicL2", y,
+                                          "increasing", not decreasing)
+                if out is not None:
+                    return out[0]
+            flags |= _FLAG_STASH
+        out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
+        if out is not None:
+            return out
     if not tf.executing_eagerly() and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415
 

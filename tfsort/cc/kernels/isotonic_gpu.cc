@@ -25,15 +25,6 @@ namespace {
 
 using isokernels::SoftAttrs;
 
-// The eager-only isotonic ops on the GPU do not stash (the kFlagStash bit is accepted and
-// ignored): IsotonicL2EagerGrad runs PAV again.
-inline bool ReadIsotonicGpuFlags(OpKernelConstruction* ctx, int64_t allowed, bool* increasing) {
-  int64_t flags = 0;
-  if (!isokernels::ReadFlags(ctx, allowed, &flags)) return false;
-  *increasing = flags & isokernels::kFlagIncreasing;
-  return true;
-}
-
 // Runs the isotonic GPU kernel on y (and w) into solution and segments.
 template <typename T, bool kKL>
 bool RunIsotonicGpu(OpKernelContext* ctx, const RowShape& rs, const Tensor& y_t,
@@ -73,8 +64,9 @@ class IsotonicGpuOp : public OpKernel {
   explicit IsotonicGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     if (!kKL && ctx->HasAttr("flags")) {
       eager_ = true;
-      ReadIsotonicGpuFlags(ctx, isokernels::kFlagIncreasing | isokernels::kFlagStash,
-                           &increasing_);
+      // The GPU kernels do not stash (the bit is accepted and ignored): the gradient op
+      // runs PAV again.
+      isokernels::ReadIsotonicFlags(ctx, true, &increasing_, nullptr);
       return;
     }
     OP_REQUIRES_OK(ctx, ctx->GetAttr("increasing", &increasing_));
@@ -121,7 +113,7 @@ template <typename T>
 class IsotonicL2EagerGradGpuOp : public OpKernel {
  public:
   explicit IsotonicL2EagerGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadIsotonicGpuFlags(ctx, isokernels::kFlagIncreasing, &increasing_);
+    isokernels::ReadIsotonicFlags(ctx, false, &increasing_, nullptr);
   }
 
   void Compute(OpKernelContext* ctx) override {

@@ -63,6 +63,19 @@ inline bool ReadFlags(OpKernelConstruction* ctx, int64_t allowed, int64_t* flags
   return true;
 }
 
+// IsotonicL2Eager (stash allowed) / IsotonicL2EagerGrad (not): the increasing and stash
+// bits of `flags`, shared by the CPU and GPU kernels. stash may be null.
+inline bool ReadIsotonicFlags(OpKernelConstruction* ctx, bool stash_allowed, bool* increasing,
+                              bool* stash) {
+  int64_t flags = 0;
+  if (!ReadFlags(ctx, kFlagIncreasing | (stash_allowed ? kFlagStash : 0), &flags)) {
+    return false;
+  }
+  *increasing = flags & kFlagIncreasing;
+  if (stash) *stash = flags & kFlagStash;
+  return true;
+}
+
 // Reads either the graph ops' attributes (regularization, descending, num_aux[, adjoint])
 // or the eager ops' single `flags` attribute.
 inline bool ReadSoftAttrs(OpKernelConstruction* ctx, SoftAttrs* a) {

@@ -30,8 +30,6 @@ using ::tensorflow::errors::InvalidArgument;
 
 namespace {
 
-using isokernels::kFlagIncreasing;
-using isokernels::kFlagStash;
 using isokernels::SoftAttrs;
 using sort_util::Scratch;
 
@@ -220,11 +218,8 @@ class IsotonicOp : public OpKernel {
  public:
   explicit IsotonicOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     if (!kKL && ctx->HasAttr("flags")) {
-      int64_t flags = 0;
-      if (!isokernels::ReadFlags(ctx, kFlagIncreasing | kFlagStash, &flags)) return;
-      increasing_ = flags & kFlagIncreasing;
-      stash_ = flags & kFlagStash;
       eager_ = true;
+      isokernels::ReadIsotonicFlags(ctx, true, &increasing_, &stash_);
       return;
     }
     OP_REQUIRES_OK(ctx, ctx->GetAttr("increasing", &increasing_));
@@ -328,9 +323,7 @@ template <typename T>
 class IsotonicL2EagerGradOp : public OpKernel {
  public:
   explicit IsotonicL2EagerGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    int64_t flags = 0;
-    if (!isokernels::ReadFlags(ctx, kFlagIncreasing, &flags)) return;
-    increasing_ = flags & kFlagIncreasing;
+    isokernels::ReadIsotonicFlags(ctx, false, &increasing_, nullptr);
   }
 
   void Compute(OpKernelContext* ctx) override {
