@@ -931,18 +931,30 @@ def test_eager_ops_reject_unknown_flags():
         raw.tf_sort_soft_rank_eager(x, tf.constant(0.0, tf.float64), flags=0)
 
 
+def _spy_fast_paths(monkeypatch):
+    """Records the op type of every op the eager fast paths run (tfsort._utils)."""
+    seen = []
+    real_execute, real_fast = tfsort._utils._execute, tfsort._utils._fast_path_execute
+
+    def execute(ctx_handle, device, op_type, *args):
+        seen.append(op_type)
+        return real_execute(ctx_handle, device, op_type, *args)
+
+    def fast(ctx, op_type, *args):
+        seen.append(op_type)
+        return real_fast(ctx, op_type, *args)
+
+    monkeypatch.setattr(tfsort._utils, "_execute", execute)
+    monkeypatch.setattr(tfsort._utils, "_fast_path_execute", fast)
+    return seen
+
+
 @pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
 def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, monkeypatch):
-    """An eager last-axis call under a tape records the eager-only op (its gradient function
-    sees its type); a tf.function records the graph op, which is what SavedModels hold."""
-    seen = []
-    real = tfsort.isotonic._eager_soft_vjp
-
-    def spy(op, grad, *args):
-        seen.append(op.type)
-        return real(op, grad, *args)
-
-    monkeypatch.setattr(tfsort.isotonic, "_eager_soft_vjp", spy)
+    """An eager last-axis call under a tape runs the eager-only op and, for its gradient,
+    the eager-only gradient op (recorded by _utils.run_eager_op); a tf.function records
+    the graph op, which is what SavedModels hold."""
+    seen = _spy_fast_paths(monkeypatch)
     fn = getattr(tfsort, name)
     x = tf.constant(_rng(23).normal(size=(2, 9)))
     w = tf.constant(_rng(24).normal(size=(2, 9)))
@@ -954,12 +966,12 @@ def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, monkeypatch):
         return tape.gradient(out, a, output_gradients=w)
 
     eager = vjp(x)
-    assert seen == [f"TFSort>{'SoftRank' if name == 'soft_rank' else 'SoftSort'}Eager"]
+    op = f"TFSort>{'SoftRank' if name == 'soft_rank' else 'SoftSort'}Eager"
+    assert seen == [op, op + "Grad"]
     graph = tf.function(vjp)
     np.testing.assert_array_equal(graph(x).numpy(), eager.numpy())
-    assert len(seen) == 1
     ops = {op.type for op in graph.get_concrete_function(x).graph.get_operations()}
-    assert not ops & tfsort.isotonic._EAGER_OPS
+    assert f"TFSort>{op[7:-5]}" in ops and not ops & tfsort.isotonic._EAGER_OPS
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16, tf.float32, tf.float64],
@@ -1006,15 +1018,81 @@ def test_eager_isotonic_ops_reject_unknown_flags():
         raw.tf_sort_isotonic_l2_eager_grad(y, tf.constant([[1.0, 2.0]]), flags=0)
 
 
+_RECORDED_FNS = [
+    ("soft_rank", lambda a: tfsort.soft_rank(a, regularization_strength=0.5)),
+    ("soft_sort_kl_desc", lambda a: tfsort.soft_sort(a, "kl", 0.5, "DESCENDING")),
+    ("isotonic", lambda a: tfsort.isotonic_regression(a, decreasing=False)),
+]
+
+
+@pytest.mark.parametrize("fn", [f for _, f in _RECORDED_FNS], ids=[n for n, _ in _RECORDED_FNS])
+def test_directly_recorded_backward_steps_match_the_graph_path(fn):
+    """The eager fast paths record their backward step themselves (_utils.run_eager_op).
+    A persistent tape asked twice (the second call misses the stash), both jacobian
+    modes (pfor traces the backward step into a graph), and a nested tape taking the
+    gradient of a gradient all equal the same computation inside tf.function, which
+    records the graph ops with their registered gradients."""
+    rng = _rng(41)
+    x = tf.constant(rng.normal(size=(2, 7)))
+    w = tf.constant(rng.normal(size=(2, 7)))
+    v = tf.constant(rng.normal(size=(2, 7)))
+
+    def grads(a):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(a)
+            out = fn(a)
+        first = tape.gradient(out, a, output_gradients=w)
+        again = tape.gradient(out, a, output_gradients=w)
+        jac = tape.jacobian(out, a)
+        jac_loop = tape.jacobian(out, a, experimental_use_pfor=False)
+        return first, again, jac, jac_loop
+
+    def hvp(a):  # d/da <grad(<fn(a), w>), v>, through the gradient op's own gradient
+        with tf.GradientTape() as outer:
+            outer.watch(a)
+            with tf.GradientTape() as inner:
+                inner.watch(a)
+                out = fn(a)
+            g = inner.gradient(out, a, output_gradients=w)
+        return outer.gradient(g, a, output_gradients=v)
+
+    got = grads(x)
+    want = tf.function(grads)(x)
+    for g, ref in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got[0].numpy(), got[1].numpy())
+    np.testing.assert_allclose(np.einsum("ij,ijkl->kl", w.numpy(), got[2].numpy()),
+                               got[0].numpy(), rtol=1e-12, atol=1e-12)
+    want_hvp = tf.function(hvp)(x)
+    got_hvp = hvp(x)
+    if want_hvp is None:
+        assert got_hvp is None
+    else:
+        np.testing.assert_allclose(got_hvp.numpy(), want_hvp.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_stop_recording_runs_the_eager_ops_without_recording(monkeypatch):
+    """Under tape.stop_recording() nothing records (and nothing is stashed): the fast
+    paths run the eager-only ops as without a tape, and the tape sees no gradient."""
+    x = tf.constant(_rng(42).normal(size=(2, 5)))
+    seen = _spy_fast_paths(monkeypatch)
+    executed = []
+    real = tfsort._utils._record_operation
+    monkeypatch.setattr(tfsort._utils, "_record_operation",
+                        lambda *args: executed.append(args[0]) or real(*args))
+    for fn, op_type in [(tfsort.soft_rank, "TFSort>SoftRankEager"),
+                        (tfsort.isotonic_regression, "TFSort>IsotonicL2Eager")]:
+        seen.clear()
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            with tape.stop_recording():
+                out = fn(x)
+        assert tape.gradient(out, x) is None
+        assert seen == [op_type] and not executed
+
+
 def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch):
-    seen = []
-    real = tfsort.isotonic._op_attr
-
-    def spy(op, name):
-        seen.append(op.type)
-        return real(op, name)
-
-    monkeypatch.setattr(tfsort.isotonic, "_op_attr", spy)
+    seen = _spy_fast_paths(monkeypatch)
     y = tf.constant(_rng(27).normal(size=(3, 11)))
     w = tf.constant(_rng(28).normal(size=(3, 11)))
 
@@ -1025,7 +1103,7 @@ def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch):
         return tape.gradient(out, a, output_gradients=w)
 
     eager = vjp(y)
-    assert seen == ["TFSort>IsotonicL2Eager"]
+    assert seen == ["TFSort>IsotonicL2Eager", "TFSort>IsotonicL2EagerGrad"]
     graph = tf.function(vjp)
     np.testing.assert_array_equal(graph(y).numpy(), eager.numpy())
     ops = {op.type for op in graph.get_concrete_function(y).graph.get_operations()}

@@ -38,8 +38,10 @@ try:
 
     _fast_path_execute = _pywrap_tfe.TFE_Py_FastPathExecute
     _tape_set_is_empty = _pywrap_tfe.TFE_Py_TapeSetIsEmpty
+    _execute = _pywrap_tfe.TFE_Py_Execute
+    _record_operation = _pywrap_tfe.TFE_Py_TapeSetRecordOperation
 except (ImportError, AttributeError):  # pragma: no cover
-    _context = _fast_path_execute = None
+    _context = _fast_path_execute = _execute = _record_operation = None
 
     def _tape_set_is_empty():  # unknown: assume a tape records
         return False
@@ -48,6 +50,9 @@ except (ImportError, AttributeError):  # pragma: no cover
 def recording():
     """Whether an eager gradient tape (or forward accumulator) is recording right now."""
     return not _tape_set_is_empty()
+
+
+tapes_empty = _tape_set_is_empty  # recording() without a Python frame, for the fast paths
 
 
 def eager_context():
@@ -69,6 +74,44 @@ def fast_execute(ctx, op_type, *inputs_and_attrs):
         return _fast_path_execute(ctx, op_type, None, *inputs_and_attrs)
     except Exception:  # noqa: BLE001  (the generated wrapper reports it properly)
         return None
+
+
+def eager_op_spec(op_type, flags, extra_inputs, grad_type, grad_flags, grad_wrapper):
+    """What run_eager_op needs for one of tfsort's eager-only ops (one output, one int
+    `flags` attribute): op_type(x, *extra_inputs) and its gradient op
+    grad_type(dy, x, *extra_inputs, flags=grad_flags), whose generated wrapper is
+    grad_wrapper. Built once per configuration, so that a call only unpacks it."""
+    return (op_type, ("flags", flags), tuple(extra_inputs), grad_type, grad_flags, grad_wrapper)
+
+
+def run_eager_op(ctx, x, spec):
+    """Runs the eager-only op of `spec` (eager_op_spec) on x and records its backward step
+    for x on the active tapes and forward accumulators, in place of TF's automatic
+    recording with the op's registered gradient.
+
+    TF's automatic path costs ~10 us more per eager fwd+bwd at small shapes
+    (docs/design_notes.md): it packs the op's attributes, inputs and outputs into a mock
+    op, enters a name scope and looks up the registered gradient for every backward step.
+    Returns None if the op failed (the caller then runs the generated wrapper, which
+    raises a proper error).
+    """
+    op_type, attrs, extra, grad_type, grad_flags, grad_wrapper = spec
+    try:
+        out = _execute(ctx._handle, ctx._thread_local_data.device_name, op_type, [x, *extra],
+                       attrs, 1)[0]
+    except Exception:  # noqa: BLE001  (the generated wrapper reports it properly)
+        return None
+
+    def backward(dy):
+        try:  # the tape calls this eagerly (it fails on graph tensors: then the wrapper)
+            return [_fast_path_execute(ctx, grad_type, None, dy, x, *extra, "flags", grad_flags)]
+        except Exception:  # noqa: BLE001  (the generated wrapper reports it properly)
+            return [grad_wrapper(dy, x, *extra, flags=grad_flags)]
+
+    # Without a forward function, forward accumulators transpose `backward` (linear in dy,
+    # and its op has a registered gradient), as they do for tf.custom_gradient.
+    _record_operation(op_type, [out], [x], backward, None)
+    return out
 
 
 def convert_values(values, name="values"):

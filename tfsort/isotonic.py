@@ -51,24 +51,30 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         ctx = _utils.eager_context()
         if ctx is not None:
             try:
-                eps_t, flags, reg, desc = _EAGER_SOFT[
-                    (regularization, type(regularization_strength), regularization_strength,
-                     direction)]
+                eps_t, flags, spec = _EAGER_SOFT[
+                    (name, regularization, type(regularization_strength),
+                     regularization_strength, direction)]
             except (KeyError, TypeError):
-                eps_t, flags, reg, desc = _eager_soft_config(
-                    regularization, regularization_strength, direction)
-            if _utils.recording():
-                if values._num_elements() > _STASH_MAX_ELEMENTS:
-                    # Too big to stash: the graph op, whose aux output the gradient reuses.
-                    out = _utils.fast_execute(ctx, _OP_TYPES[name], values, eps_t,
-                                              "regularization", reg, "descending", desc,
-                                              "num_aux", 1)
-                    if out is not None:
-                        return out[0]
-                flags |= _FLAG_STASH
-            out = _utils.fast_execute(ctx, _EAGER_OP_TYPES[name], values, eps_t, "flags", flags)
-            if out is not None:
-                return out
+                eps_t, flags, spec = _eager_soft_config(
+                    name, regularization, regularization_strength, direction)
+            if _utils.tapes_empty():
+                out = _utils.fast_execute(ctx, spec[0], values, eps_t, "flags", flags)
+                if out is not None:
+                    return out
+            elif values._num_elements() <= _STASH_MAX_ELEMENTS:
+                # Stash the aux for the gradient op, and record the backward step directly.
+                out = _utils.run_eager_op(ctx, values, spec)
+                if out is not None:
+                    return out
+            else:
+                # Too big to stash: the graph op, whose aux output the gradient reuses.
+                reg, _, desc, _ = _soft_config(regularization, regularization_strength,
+                                               direction)
+                out = _utils.fast_execute(ctx, _OP_TYPES[name], values, eps_t,
+                                          "regularization", reg, "descending", desc,
+                                          "num_aux", 1)
+                if out is not None:
+                    return out[0]
     eager = tf.executing_eagerly()
     if not eager and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
@@ -98,10 +104,22 @@ _OP_TYPES = {"soft_rank": "TFSort>SoftRank", "soft_sort": "TFSort>SoftSort"}
 # for the stash (_STASH_MAX_ELEMENTS, whose gradient reuses the aux output) keep the ops
 # above.
 _EAGER_OP_TYPES = {"soft_rank": "TFSort>SoftRankEager", "soft_sort": "TFSort>SoftSortEager"}
+# (op type, generated wrapper) of their gradient ops.
+_EAGER_GRADS = {
+    "soft_rank": ("TFSort>SoftRankEagerGrad", _raw.tf_sort_soft_rank_eager_grad),
+    "soft_sort": ("TFSort>SoftSortEagerGrad", _raw.tf_sort_soft_sort_eager_grad),
+}
 # Flag bits of the eager ops (tfsort/cc/ops/isotonic_ops.cc).
 _FLAG_KL, _FLAG_DESCENDING, _FLAG_ADJOINT, _FLAG_STASH = 1, 2, 4, 8
 _FLAG_INCREASING = 1  # IsotonicL2Eager(Grad)
 _L2_NAMES = frozenset(("l2", "L2"))
+# flags -> the eager fast path's _utils.eager_op_spec for IsotonicL2Eager, stashing.
+_ISOTONIC_L2_SPECS = {
+    flags: _utils.eager_op_spec("TFSort>IsotonicL2Eager", flags | _FLAG_STASH, (),
+                                "TFSort>IsotonicL2EagerGrad", flags,
+                                _raw.tf_sort_isotonic_l2_eager_grad)
+    for flags in (0, _FLAG_INCREASING)
+}
 
 
 def _last_axis_call(values, axis, fn):
@@ -211,17 +229,20 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
         # Eager L2 on the last axis: the eager-only op (no segments output; see
         # _EAGER_OP_TYPES), run directly.
         flags = 0 if decreasing else _FLAG_INCREASING
-        if _utils.recording():
-            if y._num_elements() > _STASH_MAX_ELEMENTS:
-                # Too big to stash: the graph op, whose segments output the gradient reuses.
-                out = _utils.fast_execute(ctx, "TFSort>IsotonicL2", y,
-                                          "increasing", not decreasing)
-                if out is not None:
-                    return out[0]
-            flags |= _FLAG_STASH
-        out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
-        if out is not None:
-            return out
+        if _utils.tapes_empty():
+            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
+            if out is not None:
+                return out
+        elif y._num_elements() <= _STASH_MAX_ELEMENTS:
+            # Stash the PAV blocks for the gradient op, and record the backward step directly.
+            out = _utils.run_eager_op(ctx, y, _ISOTONIC_L2_SPECS[flags])
+            if out is not None:
+                return out
+        else:
+            # Too big to stash: the graph op, whose segments output the gradient reuses.
+            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2", y, "increasing", not decreasing)
+            if out is not None:
+                return out[0]
     if not tf.executing_eagerly() and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415
 
@@ -322,19 +343,23 @@ def _eager_num_aux(num_elements):
     return 0
 
 
-# (regularization, type(eps), eps, direction) -> (eps as a cached float64 tensor, flags,
-# regularization, descending) for the eager fast path.
+# (name, regularization, type(eps), eps, direction) -> (eps as a cached float64 tensor,
+# flags, _utils.eager_op_spec with the stash bit) for the eager fast path.
 _EAGER_SOFT = {}
 
 
-def _eager_soft_config(regularization, regularization_strength, direction):
-    reg, eps, desc, flags = _soft_config(regularization, regularization_strength, direction)
-    cfg = (_utils.float64_scalar(eps, True), flags, reg, desc)
+def _eager_soft_config(name, regularization, regularization_strength, direction):
+    _, eps, _, flags = _soft_config(regularization, regularization_strength, direction)
+    eps_t = _utils.float64_scalar(eps, True)
+    grad_type, grad_wrapper = _EAGER_GRADS[name]
+    spec = _utils.eager_op_spec(_EAGER_OP_TYPES[name], flags | _FLAG_STASH, (eps_t,),
+                                grad_type, flags, grad_wrapper)
+    cfg = (eps_t, flags, spec)
     try:
         if len(_EAGER_SOFT) >= 1024:
             _EAGER_SOFT.clear()
-        _EAGER_SOFT[(regularization, type(regularization_strength), regularization_strength,
-                     direction)] = cfg
+        _EAGER_SOFT[(name, regularization, type(regularization_strength),
+                     regularization_strength, direction)] = cfg
     except TypeError:  # unhashable (and valid) argument: not cached
         pass
     return cfg
@@ -475,30 +500,21 @@ def _soft_sort_grad_grad(op, hess):
     return _soft_grad_grad(op, hess, rank=False)
 
 
-def _eager_soft_vjp(op, grad, op_type, wrapper):
-    """SoftRankEagerGrad / SoftSortEagerGrad for the eager-only forward op `op`: the same
-    flags without the stash bit. Outside eager execution (forward-mode JVPs trace gradient
-    functions into a tf.function) the generated wrapper builds the op."""
-    values, eps = op.inputs
-    flags = _op_attr(op, "flags") & (_FLAG_KL | _FLAG_DESCENDING)
-    ctx = _utils.eager_context()
-    if ctx is not None:
-        out = _utils.fast_execute(ctx, op_type, grad, values, eps, "flags", flags)
-        if out is not None:
-            return [out, None]
-    return [wrapper(grad, values, eps, flags=flags), None]
-
-
+# The eager fast paths record their own backward step (_utils.run_eager_op); these
+# registrations serve any other recording of the eager-only forward ops (the generated
+# wrappers, tf.raw_ops).
 @tf.RegisterGradient("TFSort>SoftRankEager")
 def _soft_rank_eager_grad(op, grad):
-    return _eager_soft_vjp(op, grad, "TFSort>SoftRankEagerGrad",
-                           _raw.tf_sort_soft_rank_eager_grad)
+    values, eps = op.inputs
+    flags = _op_attr(op, "flags") & (_FLAG_KL | _FLAG_DESCENDING)
+    return [_raw.tf_sort_soft_rank_eager_grad(grad, values, eps, flags=flags), None]
 
 
 @tf.RegisterGradient("TFSort>SoftSortEager")
 def _soft_sort_eager_grad(op, grad):
-    return _eager_soft_vjp(op, grad, "TFSort>SoftSortEagerGrad",
-                           _raw.tf_sort_soft_sort_eager_grad)
+    values, eps = op.inputs
+    flags = _op_attr(op, "flags") & (_FLAG_KL | _FLAG_DESCENDING)
+    return [_raw.tf_sort_soft_sort_eager_grad(grad, values, eps, flags=flags), None]
 
 
 @tf.RegisterGradient("TFSort>IsotonicL2")
@@ -513,14 +529,8 @@ def _isotonic_l2_grad_grad(op, hess):
 
 @tf.RegisterGradient("TFSort>IsotonicL2Eager")
 def _isotonic_l2_eager_grad(op, grad):
-    y = op.inputs[0]
     flags = _op_attr(op, "flags") & _FLAG_INCREASING
-    ctx = _utils.eager_context()
-    if ctx is not None:
-        out = _utils.fast_execute(ctx, "TFSort>IsotonicL2EagerGrad", grad, y, "flags", flags)
-        if out is not None:
-            return out
-    return _raw.tf_sort_isotonic_l2_eager_grad(grad, y, flags=flags)
+    return _raw.tf_sort_isotonic_l2_eager_grad(grad, op.inputs[0], flags=flags)
 
 
 @tf.RegisterGradient("TFSort>IsotonicL2EagerGrad")
