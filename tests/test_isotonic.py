@@ -1249,8 +1249,8 @@ def test_corrupt_aux_is_an_error_not_a_crash():
                                              ("soft_sort", False), ("soft_sort", True)])
 def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
     """The permutation in the aux output is the stable argsort of the row (ties in index
-    order) around the sort switches (counting up to n = 64, 8-bit radix, 11-bit radix from
-    n = 4096), against NumPy, not the kernel's own sort. Rows mix ties, a wide range of
+    order) around the sort switches (a sorting network up to n = 64, 8-bit radix, 11-bit
+    radix from n = 4096), against NumPy, not the kernel's own sort. Rows mix ties, a wide range of
     magnitudes and an all-tied row."""
     raw = tfsort._ops.ops
     rng = _rng(n)
@@ -1268,6 +1268,20 @@ def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
     key = -sign * x.astype(np.float64)
     want = np.argsort(key, axis=-1, kind="stable")
     np.testing.assert_array_equal(perm, want)
+
+
+def test_every_sorting_network_length_gives_the_stable_argsort():
+    """Rows up to n = 64 sort with a pruned sorting network per length (sort_util.h): every
+    length from 1 to 70, on rows with ties, gives NumPy's stable argsort."""
+    raw = tfsort._ops.ops
+    rng = _rng(43)
+    eps = tf.constant(1.0, tf.float64)
+    for n in range(1, 71):
+        x = np.stack([rng.integers(-3, 4, size=n), rng.normal(size=n),
+                      np.arange(n)[::-1], np.arange(n)]).astype(np.float32)
+        aux = raw.tf_sort_soft_rank(tf.constant(x), eps, num_aux=1)[1][0].numpy()
+        want = np.argsort(-x.astype(np.float64), axis=-1, kind="stable")
+        np.testing.assert_array_equal(aux & 0x7FFFFFFF, want, err_msg=f"n={n}")
 
 
 @pytest.mark.parametrize("decreasing", [True, False])

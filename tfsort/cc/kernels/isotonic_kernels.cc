@@ -35,7 +35,7 @@ using sort_util::Scratch;
 
 // Estimated cycles to argsort one row (see sort_util.h for the measured per-element costs).
 inline int64_t SortCost(int n) {
-  return static_cast<int64_t>(n) * (n <= sort_util::kCountMax ? 16 : 30) + 100;
+  return static_cast<int64_t>(n) * (n <= sort_util::kNetworkMax ? 16 : 30) + 100;
 }
 
 // The PAV stack for one row of length n (see isotonic::PavScratch); after a pass, block k
