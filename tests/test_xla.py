@@ -13,6 +13,15 @@ import tfsort
 from tfsort import _utils, _xla
 
 REGS = ["l2", "kl"]
+
+
+@pytest.fixture(autouse=True, params=["loop", "matrix"])
+def xla_path(request, monkeypatch):
+    """Runs every test on both composite paths (tfsort/_xla.py): the PAV loop (what CPU-only
+    machines and long rows use) and the O(n^2) matrix formulas (short rows on GPU
+    machines), forced through the row-length bound."""
+    monkeypatch.setattr(_xla, "_MATRIX_MAX_N", 0 if request.param == "loop" else 1 << 20)
+    return request.param
 DIRECTIONS = ["ASCENDING", "DESCENDING"]
 TOL = {tf.float32: 1e-5, tf.float64: 1e-10, tf.float16: 2e-3, tf.bfloat16: 2e-2}
 
@@ -299,3 +308,27 @@ def test_eps_not_rounded_in_float64():
     )
     np.testing.assert_allclose(got[0], ref, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(tfsort.soft_rank(x[None], "l2", eps)[0], ref, rtol=1e-13, atol=1e-13)
+
+
+def test_path_choice_by_row_length(monkeypatch, xla_path):
+    """With the GPU bound, static rows up to 256 take the matrix path and longer rows (or
+    rows of unknown length) the loop path, whose memory is O(n): a 4 x 3000 KL soft_rank
+    (the matrix path would hold several [4, 3000, 3000] float64 temporaries, ~1.4 GiB)
+    matches the custom op."""
+    if xla_path == "matrix":
+        pytest.skip("sets the bound itself")
+    monkeypatch.setattr(_xla, "_MATRIX_MAX_N", _xla._GPU_MATRIX_MAX_N)
+    calls = []
+    real = _xla._segments_pav
+    monkeypatch.setattr(_xla, "_segments_pav", lambda y, w: calls.append(1) or real(y, w))
+    for n, loop in [(256, False), (257, True)]:
+        calls.clear()
+        tf.function(lambda v: tfsort.soft_rank(v), jit_compile=True)(_data((2, n), tf.float32))
+        assert bool(calls) == loop, n
+    calls.clear()
+    tf.function(lambda v: tfsort.soft_sort(v), jit_compile=True,
+                input_signature=[tf.TensorSpec([None, None], tf.float32)])(
+                    _data((2, 5), tf.float32))
+    assert calls
+    _compare_many([(lambda v: tfsort.soft_rank(v, "kl", 0.1), [_data((4, 3000), tf.float32)],
+                    None)], tf.float32)

@@ -23,13 +23,14 @@ yields exactly the PAV Jacobian (block diagonal: 1/|B| for L2, softmax(y_B) and
 -softmax(w_B) for KL), ties pooled as in the custom ops. Increasing constraints reverse
 the row.
 
-Cost: O(n^2) memory per row (a few [rows, n, n] temporaries, float64 for float32 inputs:
-about 40 n^2 bytes per row at the peak, e.g. 40 MiB for one row of n = 1024) and O(n^2)
-time for L2, O(n^2 log n) for KL (a log-sum-exp scan), against O(n log n) time and O(n)
-memory for the custom ops. Measured on 2 shared CPU cores, 8 rows, soft_rank under jit:
-n = 256: 20 ms (L2) / 90 ms (KL); n = 1024: 200-400 ms / 1.4 s, against under 5 ms for
-the custom ops. Fine for rows of up to a few hundred items (typical losses); for longer
-rows run the step without XLA (Keras: ``model.compile(..., jit_compile=False)``).
+Cost of these formulas (the "matrix path"): O(n^2) memory per row (a few [rows, n, n]
+temporaries, float64 for float32 inputs: about 40 n^2 bytes per row at the peak, e.g.
+40 MiB for one row of n = 1024) and O(n^2) time for L2, O(n^2 log n) for KL (a
+log-sum-exp scan). Since session 5 they serve only short rows on GPU machines; everything
+else takes the "loop path" (see _MATRIX_MAX_N below): the same blocks found by PAV in one
+batched tf.while_loop, O(n) memory, values equal to the custom ops' (the merges happen in
+the same order). Measured on 2 shared CPU cores, 8 rows, soft_rank fwd+bwd under jit,
+n = 1024: 5 ms on the loop path against 110 ms (L2) / 1.1 s (KL) on the matrix path.
 
 Precision mirrors the custom ops' accumulation type: float32 and float64 inputs compute in
 float64 (so float32 results agree with the custom ops to about one ulp), float16 and
@@ -137,8 +138,35 @@ def _block_values_matrix(y, w):
     return cum_lse(y) - cum_lse(w)
 
 
+# Two ways to find the blocks and apply them:
+# * the loop path: a batched PAV tf.while_loop for the blocks (_segments_pav), segment
+#   reductions for the block values and gathers for the sort; O(n) memory, 2n - 1
+#   sequential steps of O(rows) work. On CPU it measured faster at every row length
+#   (soft_rank fwd+bwd, 8 rows, jit: n = 16 0.3 vs 0.4 ms, n = 256 1.3 vs 6.8 ms (L2) and
+#   1.2 vs 43 ms (KL), n = 1024 5 vs 110 / 1100 ms).
+# * the matrix path: the O(n^2) formulas above, one data-parallel pass. On a GPU each loop
+#   step costs a kernel launch and a host round trip, so for short rows the matrix path is
+#   expected to win there (not measured: no GPU on the dev machine).
+# So rows of a static length up to _GPU_MATRIX_MAX_N take the matrix path when TF sees a
+# GPU (where Keras compiles train steps with XLA by default); every other row, including
+# rows of unknown length, takes the loop path.
+_GPU_MATRIX_MAX_N = 256
+_MATRIX_MAX_N = None  # the bound in use: resolved on first use (tests set it)
+
+
+def _use_matrix(t):
+    """Whether [rows, n] t takes the matrix path (a static n <= _MATRIX_MAX_N)."""
+    global _MATRIX_MAX_N
+    if _MATRIX_MAX_N is None:
+        _MATRIX_MAX_N = _GPU_MATRIX_MAX_N if tf.config.list_logical_devices("GPU") else 0
+    n = t.shape[-1]
+    return n is not None and n <= _MATRIX_MAX_N
+
+
 def _segments(y, w):
     """int32 [rows, n] block ids (0, 1, ...) of the decreasing isotonic solution."""
+    if not _use_matrix(y):
+        return _segments_pav(y, w)
     n = tf.shape(y)[-1]
     upper = _upper(n)
     vals = _block_values_matrix(y, w)
@@ -159,8 +187,78 @@ def _segments(y, w):
     return tf.cumsum(tf.cast(starts, tf.int32), axis=-1)
 
 
+def _segments_pav(y, w):
+    """_segments by pool-adjacent-violators, all rows in one tf.while_loop: O(n) memory.
+
+    Each step, every row either pools its top two blocks (when they violate the decreasing
+    order; ties pool, as in the custom ops) or pushes its next element as a new block, or
+    idles once done: at most 2n - 1 steps. Block statistics are (sum, count) for L2 and
+    (LSE(y_B), LSE(w_B)) for KL, merged exactly as the custom ops' PAV merges them.
+    """
+    shape = tf.shape(y)
+    rows, n = shape[0], shape[1]
+    row = tf.range(rows)
+    kl = w is not None
+    ones = tf.ones([rows], y.dtype)
+
+    def at(t, k):  # t[r, k[r]] for every row r (k clipped into range)
+        return tf.gather_nd(t, tf.stack([row, tf.clip_by_value(k, 0, n - 1)], axis=1))
+
+    def value(a, b):
+        return a - b if kl else a / b
+
+    def step(i, busy, nxt, top, a, b, start):
+        a1, b1, a2, b2 = at(a, top - 2), at(b, top - 2), at(a, top - 1), at(b, top - 1)
+        merge = tf.logical_and(top >= 2, value(a1, b1) <= value(a2, b2))
+        push = tf.logical_and(tf.logical_not(merge), nxt < n)
+        if kl:
+            merged_a, merged_b = _logaddexp(a1, a2), _logaddexp(b1, b2)
+            pushed_b = at(w, nxt)
+        else:
+            merged_a, merged_b = a1 + a2, b1 + b2
+            pushed_b = ones
+        # The slot written: the lower block of a merge, the new top of a push; rows that
+        # idle write their current value back.
+        slot = tf.where(merge, top - 2, top)
+        idx = tf.stack([row, tf.clip_by_value(slot, 0, n - 1)], axis=1)
+        a = tf.tensor_scatter_nd_update(
+            a, idx, tf.where(merge, merged_a, tf.where(push, at(y, nxt), at(a, slot))))
+        b = tf.tensor_scatter_nd_update(
+            b, idx, tf.where(merge, merged_b, tf.where(push, pushed_b, at(b, slot))))
+        start = tf.tensor_scatter_nd_update(start, idx, tf.where(push, nxt, at(start, slot)))
+        top = top + tf.cast(push, tf.int32) - tf.cast(merge, tf.int32)
+        nxt = nxt + tf.cast(push, tf.int32)
+        return i + 1, tf.reduce_any(tf.logical_or(merge, push)), nxt, top, a, b, start
+
+    zeros = tf.zeros([rows], tf.int32)
+    _, _, _, top, _, _, start = tf.while_loop(
+        lambda i, busy, *_: tf.logical_and(busy, i < 2 * n - 1),
+        step,
+        [tf.constant(0), tf.constant(True), zeros, zeros, tf.zeros_like(y), tf.zeros_like(y),
+         tf.zeros(shape, tf.int32)],
+    )
+    # Mark the start of every block after the first; the running count is the block id.
+    k = tf.range(n)[None, :]
+    first_or_unused = tf.logical_or(k < 1, k >= top[:, None])
+    idx = tf.stack([tf.broadcast_to(row[:, None], shape), start], axis=-1)
+    marks = tf.tensor_scatter_nd_add(tf.zeros(shape, tf.int32), tf.reshape(idx, [-1, 2]),
+                                     tf.reshape(tf.where(first_or_unused, 0, 1), [-1]))
+    return tf.cumsum(marks, axis=-1)
+
+
+def _block_reduce(seg):
+    """(reduce, spread) for the blocks `seg` of [rows, n] rows: reduce(op, t) applies a
+    segment reduction per block, spread(v) gives each position its block's entry."""
+    shape = tf.shape(seg)
+    ids = seg + (tf.range(shape[0]) * shape[1])[:, None]
+    num = shape[0] * shape[1]
+    return (lambda op, t: op(t, ids, num)), (lambda v: tf.gather(v, ids))
+
+
 def _iso_rows(y, w, decreasing):
     """Isotonic regression of [rows, n] finite y (w for KL, else None) in y's dtype."""
+    if w is not None and not _use_matrix(y):
+        w = tf.broadcast_to(w, tf.shape(y))  # (soft ops pass log rho as one [1, n] row)
     if not decreasing:
         y = tf.reverse(y, axis=[-1])
         w = None if w is None else tf.reverse(w, axis=[-1])
@@ -168,6 +266,24 @@ def _iso_rows(y, w, decreasing):
     seg = tf.stop_gradient(
         _segments(tf.stop_gradient(y), None if w is None else tf.stop_gradient(w))
     )
+    if not _use_matrix(y):
+        # O(n) memory: per-block segment reductions, spread back with a gather. Unused
+        # segment ids (more ids than blocks) are never gathered; the max(., 1) keeps their
+        # 0 / 0 out of the gradient.
+        reduce, spread = _block_reduce(seg)
+        if w is None:
+            total = reduce(tf.math.unsorted_segment_sum, y)
+            count = reduce(tf.math.unsorted_segment_sum, tf.ones_like(y))
+            out = spread(total / tf.maximum(count, 1))
+        else:
+
+            def block_lse(t):
+                top = tf.stop_gradient(spread(reduce(tf.math.unsorted_segment_max, t)))
+                total = reduce(tf.math.unsorted_segment_sum, tf.exp(t - top))
+                return spread(tf.math.log(tf.maximum(total, 1))) + top
+
+            out = block_lse(y) - block_lse(w)
+        return out if decreasing else tf.reverse(out, axis=[-1])
     same = tf.equal(seg[..., :, None], seg[..., None, :])  # [rows, n, n] block membership
     if w is None:
         total = tf.reduce_sum(tf.where(same, y[..., None, :], tf.zeros_like(y[..., None, :])), -1)
@@ -214,11 +330,16 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
 
 
 def _take(v, idx):
-    """v[..., idx] for [rows, n] v and idx, as an exact masked sum over a [rows, n, n] one-hot.
+    """v[r, idx[r, k]] for [rows, n] v and idx.
 
-    Not tf.gather: XLA fails to compile the gradient of a batched gather when n == 1
-    ("Scatter dimension 0 is of size zero"), and the rest of the path is O(n^2) anyway.
+    Short rows: an exact masked sum over a [rows, n, n] one-hot (XLA fails to compile the
+    gradient of a batched tf.gather when n == 1: "Scatter dimension 0 is of size zero").
+    Long rows: a gather from the flattened rows (no [rows, n, n] temporary).
     """
+    if not _use_matrix(v):
+        shape = tf.shape(v)
+        flat = idx + (tf.range(shape[0]) * shape[1])[:, None]
+        return tf.gather(tf.reshape(v, [-1]), flat)
     onehot = tf.equal(idx[..., :, None], tf.range(tf.shape(v)[-1])[None, None, :])
     return tf.reduce_sum(tf.where(onehot, v[..., None, :], tf.zeros_like(v[..., None, :])), -1)
 
