@@ -1307,6 +1307,34 @@ def test_every_sorting_network_length_gives_the_stable_argsort():
         np.testing.assert_array_equal(aux & 0x7FFFFFFF, want, err_msg=f"n={n}")
 
 
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+@pytest.mark.parametrize("direction", ["ASCENDING", "DESCENDING"])
+@pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
+def test_rows_of_single_element_blocks(name, direction, reg):
+    """Rows whose sorted gaps all lie between eps and 1 / eps leave every PAV block one
+    element long (soft_rank pools gaps below eps, soft_sort gaps above 1 / eps), which the
+    fused kernels write (and their gradients read) without a loop per block. Such rows,
+    next to a row with pooled blocks, match the NumPy reference, their aux marks every
+    position as a block start, and their VJP matches finite differences."""
+    rng = _rng(45)
+    eps = 0.5
+    spread = rng.permutation(np.cumsum(rng.uniform(0.7, 1.8, size=12)))  # gaps in (eps, 1/eps)
+    mixed = rng.permutation([0.0, 0.01, 0.02, 5.0, 5.01, 10.0, 10.01, 20.0, 20.01, 30.0,
+                             30.02, 40.0])                              # tiny and huge gaps
+    x = np.stack([spread, mixed, -spread])
+    fn = getattr(tfsort, name)
+    reference = getattr(ref, name)
+    got = fn(tf.constant(x), reg, eps, direction)
+    want = np.stack([reference(r, eps, reg, direction) for r in x])
+    _assert_close(got, want, TOL[tf.float64])
+    op = getattr(tfsort._ops.ops, f"tf_sort_{name}")
+    aux = op(tf.constant(x), tf.constant(eps, tf.float64), num_aux=1, regularization=reg,
+             descending=direction == "DESCENDING")[1][0].numpy()
+    starts = (aux.view(np.uint32) & 0x80000000) != 0
+    assert starts[0].all() and starts[2].all() and not starts[1].all()
+    _check_gradient(lambda v: fn(v, reg, eps, direction), [tf.constant(x)])
+
+
 @pytest.mark.parametrize("decreasing", [True, False])
 def test_l2_pav_on_runs_plateaus_and_trends_matches_references(decreasing):
     """Rows built from non-decreasing runs, plateaus of equal values and noisy trends (the
