@@ -1094,6 +1094,27 @@ def test_directly_recorded_vjps_equal_the_graph_path_in_every_dtype(fn, dtype):
                                       want.numpy().astype(np.float64))
 
 
+def test_registered_gradients_of_the_eager_only_ops():
+    """The fast paths record their own backward step, but the eager-only ops keep
+    registered gradients for other callers (the generated wrappers under a tape): they give
+    the public functions' VJPs."""
+    raw = tfsort._ops.ops
+    rng = _rng(46)
+    x = tf.constant(rng.normal(size=(2, 9)))
+    w = tf.constant(rng.normal(size=(2, 9)))
+    eps = tf.constant(0.5, tf.float64)
+    cases = [
+        (lambda a: raw.tf_sort_soft_rank_eager(a, eps, flags=FLAG_STASH | 1),
+         lambda a: tfsort.soft_rank(a, "kl", 0.5)),
+        (lambda a: raw.tf_sort_soft_sort_eager(a, eps, flags=2),
+         lambda a: tfsort.soft_sort(a, "l2", 0.5, "DESCENDING")),
+        (lambda a: raw.tf_sort_isotonic_l2_eager(a, flags=FLAG_STASH | 1),
+         lambda a: tfsort.isotonic_regression(a, decreasing=False)),
+    ]
+    for raw_fn, public_fn in cases:
+        np.testing.assert_array_equal(_vjp(raw_fn, x, w).numpy(), _vjp(public_fn, x, w).numpy())
+
+
 def test_stop_recording_runs_the_eager_ops_without_recording(monkeypatch):
     """Under tape.stop_recording() nothing records (and nothing is stashed): the fast
     paths run the eager-only ops as without a tape, and the tape sees no gradient."""

@@ -503,18 +503,22 @@ def _soft_sort_grad_grad(op, hess):
 # The eager fast paths record their own backward step (_utils.run_eager_op); these
 # registrations serve any other recording of the eager-only forward ops (the generated
 # wrappers, tf.raw_ops).
-@tf.RegisterGradient("TFSort>SoftRankEager")
-def _soft_rank_eager_grad(op, grad):
+def _eager_soft_vjp(op, grad, wrapper):
+    """SoftRankEagerGrad / SoftSortEagerGrad (wrapper) with the forward op's flags minus the
+    stash bit."""
     values, eps = op.inputs
     flags = _op_attr(op, "flags") & (_FLAG_KL | _FLAG_DESCENDING)
-    return [_raw.tf_sort_soft_rank_eager_grad(grad, values, eps, flags=flags), None]
+    return [wrapper(grad, values, eps, flags=flags), None]
+
+
+@tf.RegisterGradient("TFSort>SoftRankEager")
+def _soft_rank_eager_grad(op, grad):
+    return _eager_soft_vjp(op, grad, _raw.tf_sort_soft_rank_eager_grad)
 
 
 @tf.RegisterGradient("TFSort>SoftSortEager")
 def _soft_sort_eager_grad(op, grad):
-    values, eps = op.inputs
-    flags = _op_attr(op, "flags") & (_FLAG_KL | _FLAG_DESCENDING)
-    return [_raw.tf_sort_soft_sort_eager_grad(grad, values, eps, flags=flags), None]
+    return _eager_soft_vjp(op, grad, _raw.tf_sort_soft_sort_eager_grad)
 
 
 @tf.RegisterGradient("TFSort>IsotonicL2")

@@ -517,8 +517,9 @@ void EmitSoftRow(int blocks, int n, const SoftAttrs& at, const int32_t* pr,
   const A* val = buf->pb.data();
   const bool ascending_sort = SoftSign<kRank>(at) < 0;
   if (blocks == n) {
-    // Every block is one element (a soft sort whose gaps all exceed eps, the usual case at
-    // small eps): the same values as the loop below, without a loop per block.
+    // Every block is one element (soft sorts whose sorted gaps are all below 1 / eps, soft
+    // ranks whose gaps all exceed eps: the usual case at small eps): the same values as the
+    // loop below, without a loop per block.
     if (aux) {
       for (int i = 0; i < n; ++i) {
         aux[i] = static_cast<int32_t>(static_cast<uint32_t>(pr[i]) | kBlockStart);
