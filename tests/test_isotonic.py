@@ -931,29 +931,77 @@ def test_eager_ops_reject_unknown_flags():
         raw.tf_sort_soft_rank_eager(x, tf.constant(0.0, tf.float64), flags=0)
 
 
-def _spy_fast_paths(monkeypatch):
-    """Records the op type of every op the eager fast paths run (tfsort._utils)."""
-    seen = []
-    real_execute, real_fast = tfsort._utils._execute, tfsort._utils._fast_path_execute
+@pytest.fixture(params=["cpp", "python"])
+def eager_impl(request, monkeypatch):
+    """Runs a test with each eager fast path: the C++ extension tfsort._eager_fast_path
+    (skipped where it was not built) and its Python equivalent _utils.PyEagerOp."""
+    if request.param == "cpp":
+        if tfsort._utils._CEagerOp is None:
+            pytest.skip("the C++ eager fast path (tfsort._eager_fast_path) is not built")
+        impl = tfsort._utils._CEagerOp
+    else:
+        impl = tfsort._utils.PyEagerOp
+    monkeypatch.setattr(tfsort._utils, "EagerOp", impl)
+    tfsort.isotonic.clear_eager_ops()
+    yield request.param
+    tfsort.isotonic.clear_eager_ops()
 
-    def execute(ctx_handle, device, op_type, *args):
-        seen.append(op_type)
-        return real_execute(ctx_handle, device, op_type, *args)
+
+_EAGER_GRAD_WRAPPERS = {
+    "tf_sort_soft_rank_eager_grad": "TFSort>SoftRankEagerGrad",
+    "tf_sort_soft_sort_eager_grad": "TFSort>SoftSortEagerGrad",
+    "tf_sort_isotonic_l2_eager_grad": "TFSort>IsotonicL2EagerGrad",
+}
+
+
+def _spy_fast_paths(monkeypatch):
+    """Records the op type of every op the eager fast paths run: in C++ through the
+    extension's trace hook, in Python through _utils._fast_path_execute, and every call of
+    the eager gradient ops' generated wrappers (the Python path's registered gradients, the
+    C++ path's fallback)."""
+    seen = []
+    real_fast = tfsort._utils._fast_path_execute
 
     def fast(ctx, op_type, *args):
         seen.append(op_type)
         return real_fast(ctx, op_type, *args)
 
-    monkeypatch.setattr(tfsort._utils, "_execute", execute)
+    def spy_wrapper(op_type, real):
+        def wrapper(*args, **kwargs):
+            seen.append(op_type)
+            return real(*args, **kwargs)
+
+        return wrapper
+
     monkeypatch.setattr(tfsort._utils, "_fast_path_execute", fast)
+    for name, op_type in _EAGER_GRAD_WRAPPERS.items():
+        monkeypatch.setattr(tfsort._ops.ops, name,
+                            spy_wrapper(op_type, getattr(tfsort._ops.ops, name)))
+    if tfsort._utils._CEagerOp is not None:
+        from tfsort import _eager_fast_path  # noqa: PLC0415
+
+        _eager_fast_path.set_trace(seen)  # reset by _reset_fast_paths
+    tfsort.isotonic.clear_eager_ops()  # the C++ fallbacks bind the wrappers when built
     return seen
 
 
+@pytest.fixture(autouse=True)
+def _reset_fast_paths():
+    """After each test (and after monkeypatch's undo): no trace, no fast paths built with
+    a test's spies or implementation."""
+    yield
+    if tfsort._utils._CEagerOp is not None:
+        from tfsort import _eager_fast_path  # noqa: PLC0415
+
+        _eager_fast_path.set_trace(None)
+    tfsort.isotonic.clear_eager_ops()
+
+
 @pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
-def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, monkeypatch):
+def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, monkeypatch, eager_impl):
     """An eager last-axis call under a tape runs the eager-only op and, for its gradient,
-    the eager-only gradient op (recorded by _utils.run_eager_op); a tf.function records
-    the graph op, which is what SavedModels hold."""
+    the eager-only gradient op (recorded by _utils.make_eager_op's fast path); a
+    tf.function records the graph op, which is what SavedModels hold."""
     seen = _spy_fast_paths(monkeypatch)
     fn = getattr(tfsort, name)
     x = tf.constant(_rng(23).normal(size=(2, 9)))
@@ -1026,8 +1074,9 @@ _RECORDED_FNS = [
 
 
 @pytest.mark.parametrize("fn", [f for _, f in _RECORDED_FNS], ids=[n for n, _ in _RECORDED_FNS])
-def test_directly_recorded_backward_steps_match_the_graph_path(fn):
-    """The eager fast paths record their backward step themselves (_utils.run_eager_op).
+def test_directly_recorded_backward_steps_match_the_graph_path(fn, eager_impl):
+    """The eager fast paths record their backward step (the C++ one directly, the Python
+    one through the registered gradients).
     A persistent tape asked twice (the second call misses the stash), both jacobian
     modes (pfor traces the backward step into a graph), and a nested tape taking the
     gradient of a gradient all equal the same computation inside tf.function, which
@@ -1074,8 +1123,8 @@ def test_directly_recorded_backward_steps_match_the_graph_path(fn):
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16, tf.float32, tf.float64],
                          ids=["f16", "bf16", "f32", "f64"])
 @pytest.mark.parametrize("fn", [f for _, f in _RECORDED_FNS], ids=[n for n, _ in _RECORDED_FNS])
-def test_directly_recorded_vjps_equal_the_graph_path_in_every_dtype(fn, dtype):
-    """The fast paths run the forward op through TFE_Py_Execute, which infers the dtype
+def test_directly_recorded_vjps_equal_the_graph_path_in_every_dtype(fn, dtype, eager_impl):
+    """The C++ fast path builds its ops through TF's C API, which infers the dtype
     attribute from the input: every dtype gives the graph path's values and VJP bit for
     bit."""
     rng = _rng(44)
@@ -1115,15 +1164,11 @@ def test_registered_gradients_of_the_eager_only_ops():
         np.testing.assert_array_equal(_vjp(raw_fn, x, w).numpy(), _vjp(public_fn, x, w).numpy())
 
 
-def test_stop_recording_runs_the_eager_ops_without_recording(monkeypatch):
+def test_stop_recording_runs_the_eager_ops_without_recording(monkeypatch, eager_impl):
     """Under tape.stop_recording() nothing records (and nothing is stashed): the fast
     paths run the eager-only ops as without a tape, and the tape sees no gradient."""
     x = tf.constant(_rng(42).normal(size=(2, 5)))
     seen = _spy_fast_paths(monkeypatch)
-    executed = []
-    real = tfsort._utils._record_operation
-    monkeypatch.setattr(tfsort._utils, "_record_operation",
-                        lambda *args: executed.append(args[0]) or real(*args))
     for fn, op_type in [(tfsort.soft_rank, "TFSort>SoftRankEager"),
                         (tfsort.isotonic_regression, "TFSort>IsotonicL2Eager")]:
         seen.clear()
@@ -1132,10 +1177,10 @@ def test_stop_recording_runs_the_eager_ops_without_recording(monkeypatch):
             with tape.stop_recording():
                 out = fn(x)
         assert tape.gradient(out, x) is None
-        assert seen == [op_type] and not executed
+        assert seen == [op_type]
 
 
-def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch):
+def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch, eager_impl):
     seen = _spy_fast_paths(monkeypatch)
     y = tf.constant(_rng(27).normal(size=(3, 11)))
     w = tf.constant(_rng(28).normal(size=(3, 11)))
@@ -1154,7 +1199,7 @@ def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch):
     assert "TFSort>IsotonicL2" in ops and not ops & tfsort.isotonic._EAGER_OPS
 
 
-def test_eager_calls_above_the_stash_bound_use_the_graph_ops(monkeypatch):
+def test_eager_calls_above_the_stash_bound_use_the_graph_ops(monkeypatch, eager_impl):
     """Above 65536 elements nothing is stashed, so an eager call under a tape runs the graph
     op, whose aux / segments output the gradient reuses (not the eager-only op, whose
     gradient would sort or run PAV again); small calls run the eager-only ops."""
@@ -1186,6 +1231,132 @@ def test_eager_calls_above_the_stash_bound_use_the_graph_ops(monkeypatch):
             assert seen == ([op_type] if graph_op else []), (n, op_type, seen)
             want = tf.function(lambda a, fn=fn: _vjp(fn, a, w))(x)
             np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_the_cpp_fast_path_is_used_when_built():
+    """setup.py records whether it built tfsort._eager_fast_path; if it did, the extension
+    must import and be the fast path in use (a broken build must not silently fall back)."""
+    try:
+        from tfsort import _build_info  # noqa: PLC0415  (setup.py builds only)
+    except ImportError:
+        pytest.skip("no tfsort/_build_info.py (not a setup.py build)")
+    if not getattr(_build_info, "FAST_PATH", False):
+        pytest.skip("setup.py did not build the C++ eager fast path")
+    from tfsort import _eager_fast_path  # noqa: PLC0415
+
+    assert tfsort._utils.EagerOp is _eager_fast_path.EagerOp
+
+
+def test_eager_op_rejects_bad_construction_arguments():
+    if tfsort._utils._CEagerOp is None:
+        pytest.skip("the C++ eager fast path is not built")
+    make = tfsort._utils._CEagerOp
+    eps = tf.constant(1.0, tf.float64)
+    grad = tfsort._ops.ops.tf_sort_soft_rank_eager_grad
+    with pytest.raises(TypeError, match="extra"):
+        make("TFSort>SoftRankEager", 0, 8, (np.float64(1.0),), "TFSort>SoftRankEagerGrad",
+             0, grad, 10)
+    with pytest.raises(TypeError, match="grad_fallback"):
+        make("TFSort>SoftRankEager", 0, 8, (eps,), "TFSort>SoftRankEagerGrad", 0, None, 10)
+    with pytest.raises(ValueError, match="extra"):
+        make("TFSort>SoftRankEager", 0, 8, (eps,) * 5, "TFSort>SoftRankEagerGrad", 0, grad,
+             10)
+    op = make("TFSort>SoftRankEager", 0, 8, (eps,), "TFSort>SoftRankEagerGrad", 0, grad, 10)
+    with pytest.raises(TypeError, match="immutable"):
+        op.__init__("TFSort>SoftSortEager", 0, 8, (eps,), "TFSort>SoftSortEagerGrad", 0, grad,
+                    10)
+    with pytest.raises(TypeError, match=r"\(ctx, x\)"):
+        op(tf.constant([1.0]))
+    # An unknown op type, or an input the op rejects: None (the caller's generic path then
+    # raises TF's error).
+    ctx = tfsort._utils.eager_context()
+    bad = make("TFSort>NoSuchOp", 0, 8, (), "TFSort>NoSuchOpGrad", 0, grad, 10)
+    assert bad(ctx, tf.constant([1.0])) is None
+    assert op(ctx, tf.constant(1.0)) is None  # rank 0
+    assert op(ctx, [1.0, 2.0]) is None  # not an eager tensor
+    np.testing.assert_array_equal(op(ctx, tf.constant([[3.0, 1.0]])).numpy(), [[2.0, 1.0]])
+
+
+def test_fast_paths_leave_op_callbacks_to_the_generic_path(eager_impl):
+    """Op callbacks (here tf.debugging.enable_check_numerics) only run on TF's generic
+    path, so with callbacks registered the fast paths step aside: the NaN row that
+    soft_rank returns for a NaN input must be reported."""
+    x = tf.constant([[1.0, np.nan, 2.0]])
+    tf.debugging.enable_check_numerics()
+    try:
+        for fn in (tfsort.soft_rank, tfsort.isotonic_regression):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    fn(x)
+            with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+                fn(x)
+    finally:
+        tf.debugging.disable_check_numerics()
+    assert np.isnan(tfsort.soft_rank(x).numpy()).all()
+
+
+def test_fast_path_calls_from_many_threads_match_serial_calls(eager_impl):
+    """Tapes are per thread and the C++ path releases the GIL while an op runs: calls with
+    tapes from several threads at once give the serial results."""
+    import concurrent.futures  # noqa: PLC0415
+
+    rng = _rng(47)
+    xs = [tf.constant(rng.normal(size=(3, 40))) for _ in range(16)]
+    w = tf.constant(rng.normal(size=(3, 40)))
+    fns = [lambda a: tfsort.soft_rank(a, regularization_strength=0.3),
+           lambda a: tfsort.soft_sort(a, "kl", 2.0, "DESCENDING"),
+           lambda a: tfsort.isotonic_regression(a)]
+
+    def work(i):
+        fn = fns[i % 3]
+        with tf.GradientTape() as tape:
+            tape.watch(xs[i])
+            out = fn(xs[i])
+        return out.numpy(), tape.gradient(out, xs[i], output_gradients=w).numpy()
+
+    serial = [work(i) for i in range(len(xs))]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            for got, want in zip(pool.map(work, range(len(xs))), serial):
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_fast_paths_hold_no_references_after_the_tape_is_gone(eager_impl):
+    """The recorded backward step holds x until the tape is freed, and nothing after."""
+    import gc  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    x = tf.constant(_rng(48).normal(size=(2, 6)))
+    w = tf.constant(_rng(49).normal(size=(2, 6)))
+    tfsort.soft_rank(x)  # builds the cached fast path
+    gc.collect()
+    before = sys.getrefcount(x), sys.getrefcount(w)
+    for fn in (tfsort.soft_rank, tfsort.soft_sort, tfsort.isotonic_regression):
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = fn(x)
+            tape.gradient(out, x, output_gradients=w)
+            del tape, out
+        with tf.GradientTape(persistent=True) as tape:  # never asked for a gradient
+            tape.watch(x)
+            fn(x)
+        del tape
+    gc.collect()
+    assert (sys.getrefcount(x), sys.getrefcount(w)) == before
+
+
+def test_fast_paths_run_under_a_device_scope(eager_impl):
+    x = tf.constant([[3.0, 1.0, 2.0]])
+    with tf.device("/CPU:0"):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = tfsort.soft_rank(x, regularization_strength=0.01)
+        g = tape.gradient(out, x)
+    assert out.device.endswith("CPU:0") and g.device.endswith("CPU:0")
+    np.testing.assert_allclose(out.numpy(), [[3.0, 1.0, 2.0]])
 
 
 def test_row_lengths_across_the_cached_scratch_bound():

@@ -38,10 +38,8 @@ try:
 
     _fast_path_execute = _pywrap_tfe.TFE_Py_FastPathExecute
     _tape_set_is_empty = _pywrap_tfe.TFE_Py_TapeSetIsEmpty
-    _execute = _pywrap_tfe.TFE_Py_Execute
-    _record_operation = _pywrap_tfe.TFE_Py_TapeSetRecordOperation
 except (ImportError, AttributeError):  # pragma: no cover
-    _context = _fast_path_execute = _execute = _record_operation = None
+    _context = _fast_path_execute = None
 
     def _tape_set_is_empty():  # unknown: assume a tape records
         return False
@@ -50,9 +48,6 @@ except (ImportError, AttributeError):  # pragma: no cover
 def recording():
     """Whether an eager gradient tape (or forward accumulator) is recording right now."""
     return not _tape_set_is_empty()
-
-
-tapes_empty = _tape_set_is_empty  # recording() without a Python frame, for the fast paths
 
 
 def eager_context():
@@ -76,42 +71,55 @@ def fast_execute(ctx, op_type, *inputs_and_attrs):
         return None
 
 
-def eager_op_spec(op_type, flags, extra_inputs, grad_type, grad_flags, grad_wrapper):
-    """What run_eager_op needs for one of tfsort's eager-only ops (one output, one int
-    `flags` attribute): op_type(x, *extra_inputs) and its gradient op
-    grad_type(dy, x, *extra_inputs, flags=grad_flags), whose generated wrapper is
-    grad_wrapper. Built once per configuration, so that a call only unpacks it."""
-    return (op_type, ("flags", flags), tuple(extra_inputs), grad_type, grad_flags, grad_wrapper)
+class PyEagerOp:
+    """The Python equivalent of tfsort._eager_fast_path.EagerOp, used when that extension
+    was not built (setup.py: build_fast_path): op(ctx, x) runs op_type(x, *extra) with the
+    int attribute `flags`, or'ing in stash_flag while a tape records, and TF records it
+    with the eager-only op's registered gradient. Returns None where the caller must take
+    the generic path: x is not an eager tensor, the op failed (the generated wrapper then
+    raises TF's error), or a tape records and x has more than max_stash_elements elements
+    (the kernels' aux stash is bounded). The grad_* arguments are those of EagerOp, whose
+    directly recorded backward step runs grad_type(dy, x, *extra, flags=grad_flags)."""
+
+    __slots__ = ("op_type", "flags", "stash_flag", "extra", "max_stash_elements")
+
+    def __init__(self, op_type, flags, stash_flag, extra, grad_type, grad_flags,
+                 grad_fallback, max_stash_elements):
+        del grad_type, grad_flags, grad_fallback  # the registered gradient covers these
+        self.op_type, self.flags, self.stash_flag = op_type, flags, stash_flag
+        self.extra, self.max_stash_elements = tuple(extra), max_stash_elements
+
+    def __call__(self, ctx, x):
+        if type(x) is not _EAGER_TENSOR:
+            return None
+        flags = self.flags
+        if not _tape_set_is_empty():
+            if x._num_elements() > self.max_stash_elements:
+                return None
+            flags |= self.stash_flag
+        return fast_execute(ctx, self.op_type, x, *self.extra, "flags", flags)  # one output
 
 
-def run_eager_op(ctx, x, spec):
-    """Runs the eager-only op of `spec` (eager_op_spec) on x and records its backward step
-    for x on the active tapes and forward accumulators, in place of TF's automatic
-    recording with the op's registered gradient.
+try:  # built by setup.py next to the op library (optional: see PyEagerOp)
+    from tfsort._eager_fast_path import EagerOp as _CEagerOp
+except ImportError:
+    _CEagerOp = None
+# What make_eager_op builds (tests switch it to PyEagerOp to cover the Python path).
+EagerOp = PyEagerOp if _CEagerOp is None else _CEagerOp
 
-    TF's automatic path costs ~10 us more per eager fwd+bwd at small shapes
-    (docs/design_notes.md): it packs the op's attributes, inputs and outputs into a mock
-    op, enters a name scope and looks up the registered gradient for every backward step.
-    Returns None if the op failed (the caller then runs the generated wrapper, which
-    raises a proper error).
-    """
-    op_type, attrs, extra, grad_type, grad_flags, grad_wrapper = spec
-    try:
-        out = _execute(ctx._handle, ctx._thread_local_data.device_name, op_type, [x, *extra],
-                       attrs, 1)[0]
-    except Exception:  # noqa: BLE001  (the generated wrapper reports it properly)
-        return None
 
-    def backward(dy):
-        try:  # the tape calls this eagerly (it fails on graph tensors: then the wrapper)
-            return [_fast_path_execute(ctx, grad_type, None, dy, x, *extra, "flags", grad_flags)]
-        except Exception:  # noqa: BLE001  (the generated wrapper reports it properly)
-            return [grad_wrapper(dy, x, *extra, flags=grad_flags)]
-
-    # Without a forward function, forward accumulators transpose `backward` (linear in dy,
-    # and its op has a registered gradient), as they do for tf.custom_gradient.
-    _record_operation(op_type, [out], [x], backward, None)
-    return out
+def make_eager_op(op_type, flags, stash_flag, extra, grad_type, grad_flags, grad_fallback,
+                  max_stash_elements):
+    """An eager fast path for one of tfsort's eager-only ops (one output, one int `flags`
+    attribute) in one configuration; see PyEagerOp for its contract. With the C++
+    extension (tfsort/pyext/eager_fast_path.cc) the call builds and runs the op through
+    TF's C API and records a C++ backward step, grad_type(dy, x, *extra,
+    flags=grad_flags), on the active tapes itself: ~20 us less than TF's generic path per
+    small eager forward + backward (docs/design_notes.md). grad_fallback is the gradient
+    op's generated wrapper, called with the same arguments where that step cannot run
+    directly (graph tensors, a tape recording the backward pass)."""
+    return EagerOp(op_type, flags, stash_flag, tuple(extra), grad_type, grad_flags,
+                   grad_fallback, max_stash_elements)
 
 
 def convert_values(values, name="values"):

@@ -44,37 +44,24 @@ def _soft_config(regularization, regularization_strength, direction):
 def _soft(op, name, values, regularization, regularization_strength, direction, axis):
     """Shared body of soft_rank and soft_sort: validate, move axis last, run the fused op."""
     if type(values) is _utils.EAGER_TENSOR and type(axis) is int and axis == -1:
-        # An eager float tensor on the last axis (the common small-call case): run the
-        # eager-only twin of the op (one `flags` attribute, no aux output; see
-        # _EAGER_OP_TYPES) directly. Kept to a few dict lookups: at 1x16 the whole call is
-        # ~150 us, most of it TF's.
+        # An eager tensor on the last axis (the common small-call case): the eager-only
+        # twin of the op (one `flags` attribute, no aux output; see _EAGER_OP_TYPES), run
+        # and recorded by _utils.make_eager_op's fast path. Kept to a dict lookup: at 1x16
+        # the whole fwd+bwd is ~130 us, nearly all of it TF's.
         ctx = _utils.eager_context()
         if ctx is not None:
             try:
-                eps_t, flags, spec = _EAGER_SOFT[
-                    (name, regularization, type(regularization_strength),
-                     regularization_strength, direction)]
+                fast = _EAGER_SOFT[(name, regularization, type(regularization_strength),
+                                    regularization_strength, direction)]
             except (KeyError, TypeError):
-                eps_t, flags, spec = _eager_soft_config(
-                    name, regularization, regularization_strength, direction)
-            if _utils.tapes_empty():
-                out = _utils.fast_execute(ctx, spec[0], values, eps_t, "flags", flags)
-                if out is not None:
-                    return out
-            elif values._num_elements() <= _STASH_MAX_ELEMENTS:
-                # Stash the aux for the gradient op, and record the backward step directly.
-                out = _utils.run_eager_op(ctx, values, spec)
-                if out is not None:
-                    return out
-            else:
-                # Too big to stash: the graph op, whose aux output the gradient reuses.
-                reg, _, desc, _ = _soft_config(regularization, regularization_strength,
-                                               direction)
-                out = _utils.fast_execute(ctx, _OP_TYPES[name], values, eps_t,
-                                          "regularization", reg, "descending", desc,
-                                          "num_aux", 1)
-                if out is not None:
-                    return out[0]
+                fast = _eager_soft_op(name, regularization, regularization_strength,
+                                      direction)
+            out = fast(ctx, values)
+            if out is not None:
+                return out
+            # None: an integer input, op callbacks, an error (raised below), or a tape
+            # recording a call too big for the stash (the graph op below, whose aux output
+            # the gradient reuses).
     eager = tf.executing_eagerly()
     if not eager and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
@@ -113,13 +100,17 @@ _EAGER_GRADS = {
 _FLAG_KL, _FLAG_DESCENDING, _FLAG_ADJOINT, _FLAG_STASH = 1, 2, 4, 8
 _FLAG_INCREASING = 1  # IsotonicL2Eager(Grad)
 _L2_NAMES = frozenset(("l2", "L2"))
-# flags -> the eager fast path's _utils.eager_op_spec for IsotonicL2Eager, stashing.
-_ISOTONIC_L2_SPECS = {
-    flags: _utils.eager_op_spec("TFSort>IsotonicL2Eager", flags | _FLAG_STASH, (),
-                                "TFSort>IsotonicL2EagerGrad", flags,
-                                _raw.tf_sort_isotonic_l2_eager_grad)
-    for flags in (0, _FLAG_INCREASING)
-}
+# Eager fast paths of IsotonicL2Eager per `flags` (_utils.make_eager_op), built on first use.
+_ISOTONIC_L2_OPS = {}
+
+
+def _isotonic_l2_op(flags):
+    op = _ISOTONIC_L2_OPS.get(flags)
+    if op is None:
+        op = _ISOTONIC_L2_OPS[flags] = _utils.make_eager_op(
+            "TFSort>IsotonicL2Eager", flags, _FLAG_STASH, (), "TFSort>IsotonicL2EagerGrad",
+            flags, _raw.tf_sort_isotonic_l2_eager_grad, _STASH_MAX_ELEMENTS)
+    return op
 
 
 def _last_axis_call(values, axis, fn):
@@ -227,22 +218,11 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
             and type(decreasing) is bool and type(axis) is int and axis == -1
             and _utils.is_eager_float(y)):
         # Eager L2 on the last axis: the eager-only op (no segments output; see
-        # _EAGER_OP_TYPES), run directly.
-        flags = 0 if decreasing else _FLAG_INCREASING
-        if _utils.tapes_empty():
-            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2Eager", y, "flags", flags)
-            if out is not None:
-                return out
-        elif y._num_elements() <= _STASH_MAX_ELEMENTS:
-            # Stash the PAV blocks for the gradient op, and record the backward step directly.
-            out = _utils.run_eager_op(ctx, y, _ISOTONIC_L2_SPECS[flags])
-            if out is not None:
-                return out
-        else:
-            # Too big to stash: the graph op, whose segments output the gradient reuses.
-            out = _utils.fast_execute(ctx, "TFSort>IsotonicL2", y, "increasing", not decreasing)
-            if out is not None:
-                return out[0]
+        # _EAGER_OP_TYPES), run and recorded by _utils.make_eager_op's fast path. None: see
+        # _soft.
+        out = _isotonic_l2_op(0 if decreasing else _FLAG_INCREASING)(ctx, y)
+        if out is not None:
+            return out
     if not tf.executing_eagerly() and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415
 
@@ -343,26 +323,31 @@ def _eager_num_aux(num_elements):
     return 0
 
 
-# (name, regularization, type(eps), eps, direction) -> (eps as a cached float64 tensor,
-# flags, _utils.eager_op_spec with the stash bit) for the eager fast path.
+# (name, regularization, type(eps), eps, direction) -> the eager fast path
+# (_utils.make_eager_op) of the eager-only op in that configuration, built on first use.
 _EAGER_SOFT = {}
 
 
-def _eager_soft_config(name, regularization, regularization_strength, direction):
+def _eager_soft_op(name, regularization, regularization_strength, direction):
     _, eps, _, flags = _soft_config(regularization, regularization_strength, direction)
-    eps_t = _utils.float64_scalar(eps, True)
     grad_type, grad_wrapper = _EAGER_GRADS[name]
-    spec = _utils.eager_op_spec(_EAGER_OP_TYPES[name], flags | _FLAG_STASH, (eps_t,),
-                                grad_type, flags, grad_wrapper)
-    cfg = (eps_t, flags, spec)
+    op = _utils.make_eager_op(_EAGER_OP_TYPES[name], flags, _FLAG_STASH,
+                              (_utils.float64_scalar(eps, True),), grad_type, flags,
+                              grad_wrapper, _STASH_MAX_ELEMENTS)
     try:
         if len(_EAGER_SOFT) >= 1024:
             _EAGER_SOFT.clear()
         _EAGER_SOFT[(name, regularization, type(regularization_strength),
-                     regularization_strength, direction)] = cfg
+                     regularization_strength, direction)] = op
     except TypeError:  # unhashable (and valid) argument: not cached
         pass
-    return cfg
+    return op
+
+
+def clear_eager_ops():
+    """Forgets the eager fast paths built so far (tests switch _utils.EagerOp)."""
+    _EAGER_SOFT.clear()
+    _ISOTONIC_L2_OPS.clear()
 
 
 # ---------------------------------------------------------------------------------------
@@ -500,9 +485,9 @@ def _soft_sort_grad_grad(op, hess):
     return _soft_grad_grad(op, hess, rank=False)
 
 
-# The eager fast paths record their own backward step (_utils.run_eager_op); these
-# registrations serve any other recording of the eager-only forward ops (the generated
-# wrappers, tf.raw_ops).
+# With the C++ extension the eager fast paths record their own backward step
+# (_utils.make_eager_op); these registrations serve every other recording of the eager-only
+# forward ops (the Python fast path _utils.PyEagerOp, the generated wrappers, tf.raw_ops).
 def _eager_soft_vjp(op, grad, wrapper):
     """SoftRankEagerGrad / SoftSortEagerGrad (wrapper) with the forward op's flags minus the
     stash bit."""
