@@ -243,7 +243,7 @@ def build_fast_path(out_path, cfg):
     eager fast path in C++") to ``out_path``. It links against TensorFlow's own Python
     library and C API, so like the op library it only works with the TensorFlow it was built
     against. Optional: without it (no Python headers, another layout of TensorFlow's
-    libraries) tfsort runs the same ops through the Python path, ~20 us slower per small eager
+    libraries) tfsort runs the same ops through the Python path, ~27 us slower per small eager
     forward + backward. Returns whether it was built."""
     import sysconfig  # noqa: PLC0415
 
