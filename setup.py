@@ -292,7 +292,8 @@ class BuildTFSortOps(build_ext):
     optional extension tfsort._eager_fast_path."""
 
     def get_ext_filename(self, fullname):
-        if fullname == "tfsort._tfsort_ops":
+        # Called with the full dotted name and with its last component alone.
+        if fullname.split(".")[-1] == "_tfsort_ops":
             return os.path.join(*fullname.split(".")[:-1], LIB_NAME)
         return super().get_ext_filename(fullname)
 
