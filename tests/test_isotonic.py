@@ -931,78 +931,12 @@ def test_eager_ops_reject_unknown_flags():
         raw.tf_sort_soft_rank_eager(x, tf.constant(0.0, tf.float64), flags=0)
 
 
-@pytest.fixture(params=["cpp", "python"])
-def eager_impl(request, monkeypatch):
-    """Runs a test with each eager fast path: the C++ extension tfsort._eager_fast_path
-    (skipped where it was not built) and its Python equivalent _utils.PyEagerOp."""
-    if request.param == "cpp":
-        if tfsort._utils._CEagerOp is None:
-            pytest.skip("the C++ eager fast path (tfsort._eager_fast_path) is not built")
-        impl = tfsort._utils._CEagerOp
-    else:
-        impl = tfsort._utils.PyEagerOp
-    monkeypatch.setattr(tfsort._utils, "EagerOp", impl)
-    tfsort.isotonic.clear_eager_ops()
-    yield request.param
-    tfsort.isotonic.clear_eager_ops()
-
-
-_EAGER_GRAD_WRAPPERS = {
-    "tf_sort_soft_rank_eager_grad": "TFSort>SoftRankEagerGrad",
-    "tf_sort_soft_sort_eager_grad": "TFSort>SoftSortEagerGrad",
-    "tf_sort_isotonic_l2_eager_grad": "TFSort>IsotonicL2EagerGrad",
-}
-
-
-def _spy_fast_paths(monkeypatch):
-    """Records the op type of every op the eager fast paths run: in C++ through the
-    extension's trace hook, in Python through _utils._fast_path_execute, and every call of
-    the eager gradient ops' generated wrappers (the Python path's registered gradients, the
-    C++ path's fallback)."""
-    seen = []
-    real_fast = tfsort._utils._fast_path_execute
-
-    def fast(ctx, op_type, *args):
-        seen.append(op_type)
-        return real_fast(ctx, op_type, *args)
-
-    def spy_wrapper(op_type, real):
-        def wrapper(*args, **kwargs):
-            seen.append(op_type)
-            return real(*args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(tfsort._utils, "_fast_path_execute", fast)
-    for name, op_type in _EAGER_GRAD_WRAPPERS.items():
-        monkeypatch.setattr(tfsort._ops.ops, name,
-                            spy_wrapper(op_type, getattr(tfsort._ops.ops, name)))
-    if tfsort._utils._CEagerOp is not None:
-        from tfsort import _eager_fast_path  # noqa: PLC0415
-
-        _eager_fast_path.set_trace(seen)  # reset by _reset_fast_paths
-    tfsort.isotonic.clear_eager_ops()  # the C++ fallbacks bind the wrappers when built
-    return seen
-
-
-@pytest.fixture(autouse=True)
-def _reset_fast_paths():
-    """After each test (and after monkeypatch's undo): no trace, no fast paths built with
-    a test's spies or implementation."""
-    yield
-    if tfsort._utils._CEagerOp is not None:
-        from tfsort import _eager_fast_path  # noqa: PLC0415
-
-        _eager_fast_path.set_trace(None)
-    tfsort.isotonic.clear_eager_ops()
-
-
 @pytest.mark.parametrize("name", ["soft_rank", "soft_sort"])
-def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, monkeypatch, eager_impl):
+def test_eager_calls_take_the_eager_op_and_graphs_do_not(name, eager_impl, fast_path_spy):
     """An eager last-axis call under a tape runs the eager-only op and, for its gradient,
     the eager-only gradient op (recorded by _utils.make_eager_op's fast path); a
     tf.function records the graph op, which is what SavedModels hold."""
-    seen = _spy_fast_paths(monkeypatch)
+    seen = fast_path_spy
     fn = getattr(tfsort, name)
     x = tf.constant(_rng(23).normal(size=(2, 9)))
     w = tf.constant(_rng(24).normal(size=(2, 9)))
@@ -1070,6 +1004,8 @@ _RECORDED_FNS = [
     ("soft_rank", lambda a: tfsort.soft_rank(a, regularization_strength=0.5)),
     ("soft_sort_kl_desc", lambda a: tfsort.soft_sort(a, "kl", 0.5, "DESCENDING")),
     ("isotonic", lambda a: tfsort.isotonic_regression(a, decreasing=False)),
+    # Its backward step takes the op's output, not x (grad_uses_output).
+    ("soft_topk", lambda a: tfsort.soft_topk(a, 3, 0.5)),
 ]
 
 
@@ -1164,11 +1100,11 @@ def test_registered_gradients_of_the_eager_only_ops():
         np.testing.assert_array_equal(_vjp(raw_fn, x, w).numpy(), _vjp(public_fn, x, w).numpy())
 
 
-def test_stop_recording_runs_the_eager_ops_without_recording(monkeypatch, eager_impl):
+def test_stop_recording_runs_the_eager_ops_without_recording(eager_impl, fast_path_spy):
     """Under tape.stop_recording() nothing records (and nothing is stashed): the fast
     paths run the eager-only ops as without a tape, and the tape sees no gradient."""
     x = tf.constant(_rng(42).normal(size=(2, 5)))
-    seen = _spy_fast_paths(monkeypatch)
+    seen = fast_path_spy
     for fn, op_type in [(tfsort.soft_rank, "TFSort>SoftRankEager"),
                         (tfsort.isotonic_regression, "TFSort>IsotonicL2Eager")]:
         seen.clear()
@@ -1180,8 +1116,8 @@ def test_stop_recording_runs_the_eager_ops_without_recording(monkeypatch, eager_
         assert seen == [op_type]
 
 
-def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(monkeypatch, eager_impl):
-    seen = _spy_fast_paths(monkeypatch)
+def test_eager_isotonic_call_takes_the_eager_op_and_graphs_do_not(eager_impl, fast_path_spy):
+    seen = fast_path_spy
     y = tf.constant(_rng(27).normal(size=(3, 11)))
     w = tf.constant(_rng(28).normal(size=(3, 11)))
 
@@ -1261,6 +1197,11 @@ def test_eager_op_rejects_bad_construction_arguments():
     with pytest.raises(ValueError, match="extra"):
         make("TFSort>SoftRankEager", 0, 8, (eps,) * 5, "TFSort>SoftRankEagerGrad", 0, grad,
              10)
+    with pytest.raises(TypeError, match="grad_extra"):
+        make("TFSort>SoftRankEager", 0, 8, (eps,), "TFSort>SoftRankEagerGrad", 0, grad, 10,
+             grad_extra=[eps])
+    with pytest.raises(TypeError, match="extra"):
+        make("TFSort>SoftRankEager", 0, 8, [eps], "TFSort>SoftRankEagerGrad", 0, grad, 10)
     op = make("TFSort>SoftRankEager", 0, 8, (eps,), "TFSort>SoftRankEagerGrad", 0, grad, 10)
     with pytest.raises(TypeError, match="immutable"):
         op.__init__("TFSort>SoftSortEager", 0, 8, (eps,), "TFSort>SoftSortEagerGrad", 0, grad,

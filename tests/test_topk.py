@@ -482,3 +482,50 @@ def test_composite_functions_directly():
         topk_module._sparse_topk_composite(x, k, 0.375).numpy(), ref_sparse_topk(x, 3, 0.375),
         atol=1e-12,
     )
+
+
+def test_eager_sigmoid_calls_take_the_fast_path_and_graphs_do_not(eager_impl, fast_path_spy):
+    """An eager last-axis sigmoid soft_topk with a Python k runs SigmoidTopK and, for its
+    gradient, SigmoidTopKGrad on the op's output through _utils.make_eager_op's fast path;
+    sparse calls and tensor k take the generic path; a tf.function records the same op
+    with its registered gradient."""
+    seen = fast_path_spy
+    rng = np.random.default_rng(61)
+    x = tf.constant(rng.normal(size=(3, 9)))
+    w = tf.constant(rng.normal(size=(3, 9)))
+
+    def vjp(a, k=3, method="sigmoid"):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            out = tfsort.soft_topk(a, k, 0.5, method)
+        return out, tape.gradient(out, a, output_gradients=w)
+
+    eager = vjp(x)
+    assert seen == ["TFSort>SigmoidTopK", "TFSort>SigmoidTopKGrad"]
+    graph = tf.function(vjp)(x)
+    for got, want in zip(eager, graph):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    seen.clear()
+    vjp(x, method="sparse")
+    vjp(x, k=tf.constant(3.0))  # its registered gradient calls the wrapper
+    assert seen == ["TFSort>SigmoidTopKGrad"]
+    seen.clear()
+    tfsort.soft_topk(x, 2)  # no tape: the fast path, nothing recorded
+    assert seen == ["TFSort>SigmoidTopK"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"k": 9}, "k must satisfy"), ({"k": 0}, "k must satisfy|positive"),
+    ({"k": float("nan")}, "finite"), ({"k": 2, "regularization_strength": 0.0}, "positive"),
+    ({"k": 2, "method": "soft"}, "method"),
+])
+def test_fast_path_leaves_bad_arguments_to_the_checks(eager_impl, kwargs, match):
+    """Arguments the kernel or the cache builder reject reach the generic path's checks,
+    with or without a tape."""
+    x = tf.constant(np.random.default_rng(62).normal(size=(2, 9)))
+    for record in (False, True):
+        with tf.GradientTape() as tape:
+            if record:
+                tape.watch(x)
+            with pytest.raises(ValueError, match=match):
+                tfsort.soft_topk(x, **kwargs)

@@ -74,18 +74,19 @@ def fast_execute(ctx, op_type, *inputs_and_attrs):
 class PyEagerOp:
     """The Python equivalent of tfsort._eager_fast_path.EagerOp, used when that extension
     was not built (setup.py: build_fast_path): op(ctx, x) runs op_type(x, *extra) with the
-    int attribute `flags`, or'ing in stash_flag while a tape records, and TF records it
-    with the eager-only op's registered gradient. Returns None where the caller must take
-    the generic path: x is not an eager tensor, the op failed (the generated wrapper then
-    raises TF's error), or a tape records and x has more than max_stash_elements elements
-    (the kernels' aux stash is bounded). The grad_* arguments are those of EagerOp, whose
-    directly recorded backward step runs grad_type(dy, x, *extra, flags=grad_flags)."""
+    int attribute `flags` (none if flags < 0), or'ing in stash_flag while a tape records,
+    and TF records it with the op's registered gradient. Returns None where the caller
+    must take the generic path: x is not an eager tensor, the op failed (the generated
+    wrapper then raises TF's error), or a tape records and x has more than
+    max_stash_elements elements (the kernels' aux stash is bounded). The grad_* arguments
+    are those of EagerOp, whose directly recorded backward step runs
+    grad_type(dy, saved, *grad_extra, flags=grad_flags), saved being x or the output."""
 
     __slots__ = ("op_type", "flags", "stash_flag", "extra", "max_stash_elements")
 
     def __init__(self, op_type, flags, stash_flag, extra, grad_type, grad_flags,
-                 grad_fallback, max_stash_elements):
-        del grad_type, grad_flags, grad_fallback  # the registered gradient covers these
+                 grad_fallback, max_stash_elements, grad_extra=None, grad_uses_output=False):
+        del grad_type, grad_flags, grad_fallback, grad_extra, grad_uses_output  # see above
         self.op_type, self.flags, self.stash_flag = op_type, flags, stash_flag
         self.extra, self.max_stash_elements = tuple(extra), max_stash_elements
 
@@ -97,6 +98,8 @@ class PyEagerOp:
             if x._num_elements() > self.max_stash_elements:
                 return None
             flags |= self.stash_flag
+        if flags < 0:
+            return fast_execute(ctx, self.op_type, x, *self.extra)
         return fast_execute(ctx, self.op_type, x, *self.extra, "flags", flags)  # one output
 
 
@@ -106,20 +109,38 @@ except ImportError:
     _CEagerOp = None
 # What make_eager_op builds (tests switch it to PyEagerOp to cover the Python path).
 EagerOp = PyEagerOp if _CEagerOp is None else _CEagerOp
+# Every cache of fast paths (dicts), emptied by clear_eager_ops.
+_EAGER_OP_CACHES = []
 
 
 def make_eager_op(op_type, flags, stash_flag, extra, grad_type, grad_flags, grad_fallback,
-                  max_stash_elements):
-    """An eager fast path for one of tfsort's eager-only ops (one output, one int `flags`
-    attribute) in one configuration; see PyEagerOp for its contract. With the C++
-    extension (tfsort/pyext/eager_fast_path.cc) the call builds and runs the op through
-    TF's C API and records a C++ backward step, grad_type(dy, x, *extra,
-    flags=grad_flags), on the active tapes itself: ~27 us less than TF's generic path per
-    small eager forward + backward (docs/design_notes.md). grad_fallback is the gradient
-    op's generated wrapper, called with the same arguments where that step cannot run
-    directly (graph tensors, a tape recording the backward pass)."""
+                  max_stash_elements, grad_extra=None, grad_uses_output=False):
+    """An eager fast path for one of tfsort's one-output ops in one configuration; see
+    PyEagerOp for its contract. With the C++ extension (tfsort/pyext/eager_fast_path.cc)
+    the call builds and runs the op through TF's C API and records a C++ backward step,
+    grad_type(dy, saved, *grad_extra, flags=grad_flags) with saved = x (or the op's output
+    if grad_uses_output) and grad_extra = extra by default, on the active tapes itself:
+    ~27 us less than TF's generic path per small eager forward + backward
+    (docs/design_notes.md). grad_fallback is the gradient op's generated wrapper, called
+    with the same arguments where that step cannot run directly (graph tensors, a tape
+    recording the backward pass). flags < 0 (or grad_flags < 0): the op has no `flags`
+    attribute."""
     return EagerOp(op_type, flags, stash_flag, tuple(extra), grad_type, grad_flags,
-                   grad_fallback, max_stash_elements)
+                   grad_fallback, max_stash_elements,
+                   None if grad_extra is None else tuple(grad_extra), grad_uses_output)
+
+
+def eager_op_cache():
+    """A new dict for caching fast paths by configuration, emptied by clear_eager_ops."""
+    cache = {}
+    _EAGER_OP_CACHES.append(cache)
+    return cache
+
+
+def clear_eager_ops():
+    """Forgets every fast path built so far (tests switch EagerOp)."""
+    for cache in _EAGER_OP_CACHES:
+        cache.clear()
 
 
 def convert_values(values, name="values"):

@@ -101,7 +101,7 @@ _FLAG_KL, _FLAG_DESCENDING, _FLAG_ADJOINT, _FLAG_STASH = 1, 2, 4, 8
 _FLAG_INCREASING = 1  # IsotonicL2Eager(Grad)
 _L2_NAMES = frozenset(("l2", "L2"))
 # Eager fast paths of IsotonicL2Eager per `flags` (_utils.make_eager_op), built on first use.
-_ISOTONIC_L2_OPS = {}
+_ISOTONIC_L2_OPS = _utils.eager_op_cache()
 
 
 def _isotonic_l2_op(flags):
@@ -325,7 +325,7 @@ def _eager_num_aux(num_elements):
 
 # (name, regularization, type(eps), eps, direction) -> the eager fast path
 # (_utils.make_eager_op) of the eager-only op in that configuration, built on first use.
-_EAGER_SOFT = {}
+_EAGER_SOFT = _utils.eager_op_cache()
 
 
 def _eager_soft_op(name, regularization, regularization_strength, direction):
@@ -342,12 +342,6 @@ def _eager_soft_op(name, regularization, regularization_strength, direction):
     except TypeError:  # unhashable (and valid) argument: not cached
         pass
     return op
-
-
-def clear_eager_ops():
-    """Forgets the eager fast paths built so far (tests switch _utils.EagerOp)."""
-    _EAGER_SOFT.clear()
-    _ISOTONIC_L2_OPS.clear()
 
 
 # ---------------------------------------------------------------------------------------

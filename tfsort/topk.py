@@ -83,6 +83,22 @@ def soft_topk(
       >>> float(tf.reduce_sum(m))
       2.0
     """
+    if (type(values) is _utils.EAGER_TENSOR and type(axis) is int and axis == -1
+            and type(k) in (int, float)):
+        # An eager call on the last axis with a Python k: the fused op run and recorded by
+        # _utils.make_eager_op's fast path (sigmoid only; None: take the path below, which
+        # also raises the errors).
+        ctx = _utils.eager_context()
+        if ctx is not None:
+            try:
+                fast = _EAGER_TOPK[(type(k), k, type(regularization_strength),
+                                    regularization_strength, method)]
+            except (KeyError, TypeError):
+                fast = _eager_topk_op(k, regularization_strength, method)
+            if fast is not None:
+                out = fast(ctx, values)
+                if out is not None:
+                    return out
     values = _utils.convert_values(values)
     method = _utils.check_choice(method, "method", _METHODS)
     eps = _utils.check_strength(regularization_strength)
@@ -110,6 +126,38 @@ def soft_topk(
     else:
         out = _raw.tf_sort_sparse_top_k(x, k_t, _utils.float64_scalar(eps))[0]
     return _utils.restore_axis(out, perm)
+
+
+# (type(k), k, type(eps), eps, method) -> the eager fast path (_utils.make_eager_op) of
+# SigmoidTopK, or None where none applies (method="sparse").
+_EAGER_TOPK = _utils.eager_op_cache()
+
+
+def _eager_topk_op(k, regularization_strength, method):
+    """Builds (and caches) the fast path for valid arguments; None otherwise (the caller's
+    generic path then raises, or handles method="sparse")."""
+    try:
+        method = _utils.check_choice(method, "method", _METHODS)
+        eps = _utils.check_strength(regularization_strength)
+    except (TypeError, ValueError):
+        return None
+    if not (_F32_ROUNDS_TO_ZERO < eps < _F32_ROUNDS_TO_INF and math.isfinite(k) and k > 0):
+        return None  # 0 < k < n itself is checked by the kernel (n is per call)
+    fast = None
+    if method == "sigmoid":
+        eps_t = _utils.float64_scalar(eps, True)
+        fast = _utils.make_eager_op(
+            "TFSort>SigmoidTopK", -1, 0, (_k_constant(float(k)), eps_t),
+            "TFSort>SigmoidTopKGrad", -1, _raw.tf_sort_sigmoid_top_k_grad, 1 << 62,
+            grad_extra=(eps_t,), grad_uses_output=True)
+    try:
+        if len(_EAGER_TOPK) >= 1024:
+            _EAGER_TOPK.clear()
+        _EAGER_TOPK[(type(k), k, type(regularization_strength), regularization_strength,
+                     method)] = fast
+    except TypeError:  # unhashable (and valid) argument: not cached
+        pass
+    return fast
 
 
 def _check_k(k, x, method):

@@ -1,5 +1,6 @@
-// tfsort._eager_fast_path: a CPython extension that runs tfsort's eager-only ops and
-// records their backward step on the active gradient tapes, in C++.
+// tfsort._eager_fast_path: a CPython extension that runs tfsort's one-output ops eagerly
+// (the isotonic family's eager-only ops, SigmoidTopK) and records their backward step on
+// the active gradient tapes, in C++.
 //
 // Why (docs/design_notes.md, "The eager fast path in C++"): at small shapes an eager
 // soft_rank forward + backward is almost all TensorFlow's per-call overhead. TF's own
@@ -46,19 +47,21 @@ struct EagerOpObject {
   PyObject_HEAD
   std::string* op_type;
   std::string* grad_type;
-  int64_t flags;            // attribute `flags` when not recording
+  int64_t flags;            // attribute `flags` when not recording (< 0: no such attribute)
   int64_t stash_flag;       // or'ed into flags while a tape records
-  int64_t grad_flags;       // attribute `flags` of the gradient op
+  int64_t grad_flags;       // attribute `flags` of the gradient op (< 0: none)
   int64_t max_stash;        // recording calls above this many elements return None
   PyObject* extra;          // tuple of EagerTensors: inputs after x
-  PyObject* grad_fallback;  // grad_fallback(dy, x, *extra, flags=grad_flags)
+  PyObject* grad_extra;     // tuple of EagerTensors: gradient op inputs after (dy, saved)
+  PyObject* grad_fallback;  // grad_fallback(dy, saved, *grad_extra[, flags=grad_flags])
   PyObject* record_name;    // str: the op type recorded on the tape
+  bool grad_uses_output;    // saved = the op's output (else its input x)
 };
 
 struct BackwardObject {
   PyObject_HEAD
   EagerOpObject* op;
-  PyObject* x;
+  PyObject* saved;  // the gradient op's second input: x or the op's output
   PyObject* ctx;
 };
 
@@ -149,7 +152,7 @@ class EagerScope {
     TFE_TensorHandle* output = nullptr;
     int num_outputs = 1;
     if (TF_GetCode(status) == TF_OK) {
-      TFE_OpSetAttrInt(op, "flags", flags);
+      if (flags >= 0) TFE_OpSetAttrInt(op, "flags", flags);
       Py_BEGIN_ALLOW_THREADS;
       TFE_Execute(op, &output, &num_outputs, status);
       Py_END_ALLOW_THREADS;
@@ -172,11 +175,12 @@ class EagerScope {
   const char* device_ = nullptr;
 };
 
-// Fills inputs[first...] with the handles of op->extra; returns the count written.
-int AddExtraInputs(const EagerOpObject* op, TFE_TensorHandle** inputs, int first) {
-  const Py_ssize_t n = PyTuple_GET_SIZE(op->extra);
+// Fills inputs[first...] with the handles of the tensors in `extra` (a tuple); returns
+// the count written.
+int AddExtraInputs(PyObject* extra, TFE_TensorHandle** inputs, int first) {
+  const Py_ssize_t n = PyTuple_GET_SIZE(extra);
   for (Py_ssize_t i = 0; i < n; ++i) {
-    inputs[first + i] = EagerTensor_Handle(PyTuple_GET_ITEM(op->extra, i));
+    inputs[first + i] = EagerTensor_Handle(PyTuple_GET_ITEM(extra, i));
   }
   return first + static_cast<int>(n);
 }
@@ -203,32 +207,36 @@ PyObject* Backward_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
     if (scope.Init(self->ctx)) {
       TFE_TensorHandle* inputs[2 + kMaxExtraInputs];
       inputs[0] = EagerTensor_Handle(dy);
-      inputs[1] = EagerTensor_Handle(self->x);
-      const int n = AddExtraInputs(op, inputs, 2);
+      inputs[1] = EagerTensor_Handle(self->saved);
+      const int n = AddExtraInputs(op->grad_extra, inputs, 2);
       grad = scope.Run(*op->grad_type, inputs, n, op->grad_flags);
     }
   }
   if (grad == nullptr) {
-    const Py_ssize_t num_extra = PyTuple_GET_SIZE(op->extra);
+    const Py_ssize_t num_extra = PyTuple_GET_SIZE(op->grad_extra);
     PyObject* call_args = PyTuple_New(2 + num_extra);
     if (call_args == nullptr) return nullptr;
     Py_INCREF(dy);
     PyTuple_SET_ITEM(call_args, 0, dy);
-    Py_INCREF(self->x);
-    PyTuple_SET_ITEM(call_args, 1, self->x);
+    Py_INCREF(self->saved);
+    PyTuple_SET_ITEM(call_args, 1, self->saved);
     for (Py_ssize_t i = 0; i < num_extra; ++i) {
-      PyObject* e = PyTuple_GET_ITEM(op->extra, i);
+      PyObject* e = PyTuple_GET_ITEM(op->grad_extra, i);
       Py_INCREF(e);
       PyTuple_SET_ITEM(call_args, 2 + i, e);
     }
-    PyObject* call_kwargs = PyDict_New();
-    PyObject* flags = PyLong_FromLongLong(op->grad_flags);
-    if (call_kwargs != nullptr && flags != nullptr &&
-        PyDict_SetItem(call_kwargs, g_str_flags, flags) == 0) {
-      grad = PyObject_Call(op->grad_fallback, call_args, call_kwargs);
+    if (op->grad_flags < 0) {
+      grad = PyObject_Call(op->grad_fallback, call_args, nullptr);
+    } else {
+      PyObject* call_kwargs = PyDict_New();
+      PyObject* flags = PyLong_FromLongLong(op->grad_flags);
+      if (call_kwargs != nullptr && flags != nullptr &&
+          PyDict_SetItem(call_kwargs, g_str_flags, flags) == 0) {
+        grad = PyObject_Call(op->grad_fallback, call_args, call_kwargs);
+      }
+      Py_XDECREF(flags);
+      Py_XDECREF(call_kwargs);
     }
-    Py_XDECREF(flags);
-    Py_XDECREF(call_kwargs);
     Py_DECREF(call_args);
     if (grad == nullptr) return nullptr;
   }
@@ -244,14 +252,34 @@ PyObject* Backward_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
 void Backward_dealloc(PyObject* self_obj) {
   auto* self = reinterpret_cast<BackwardObject*>(self_obj);
   Py_XDECREF(reinterpret_cast<PyObject*>(self->op));
-  Py_XDECREF(self->x);
+  Py_XDECREF(self->saved);
   Py_XDECREF(self->ctx);
   PyObject_Free(self_obj);
 }
 
 // ---------------------------------------------------------------------------------------
-// EagerOp(op_type, flags, stash_flag, extra_inputs, grad_type, grad_flags, grad_fallback,
-//         max_stash_elements)
+// EagerOp(op_type, flags, stash_flag, extra, grad_type, grad_flags, grad_fallback,
+//         max_stash_elements, grad_extra=extra, grad_uses_output=False)
+
+// Checks that `value` is a tuple of at most kMaxExtraInputs eager tensors.
+bool CheckExtra(PyObject* value, const char* name) {
+  if (!PyTuple_CheckExact(value)) {
+    PyErr_Format(PyExc_TypeError, "%s: expected a tuple of eager tensors", name);
+    return false;
+  }
+  if (PyTuple_GET_SIZE(value) > kMaxExtraInputs) {
+    PyErr_Format(PyExc_ValueError, "%s: at most %d inputs", name,
+                 static_cast<int>(kMaxExtraInputs));
+    return false;
+  }
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(value); ++i) {
+    if (!EagerTensor_CheckExact(PyTuple_GET_ITEM(value, i))) {
+      PyErr_Format(PyExc_TypeError, "%s: expected eager tensors", name);
+      return false;
+    }
+  }
+  return true;
+}
 
 int EagerOp_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   auto* self = reinterpret_cast<EagerOpObject*>(self_obj);
@@ -262,25 +290,22 @@ int EagerOp_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   const char* op_type;
   const char* grad_type;
   long long flags, stash_flag, grad_flags, max_stash;
-  PyObject *extra, *grad_fallback;
-  static const char* kwlist[] = {"op_type",    "flags",         "stash_flag",
-                                 "extra",      "grad_type",     "grad_flags",
-                                 "grad_fallback", "max_stash_elements", nullptr};
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sLLO!sLOL", const_cast<char**>(kwlist),
-                                   &op_type, &flags, &stash_flag, &PyTuple_Type, &extra,
-                                   &grad_type, &grad_flags, &grad_fallback, &max_stash)) {
+  PyObject *extra, *grad_fallback, *grad_extra = nullptr;
+  int grad_uses_output = 0;
+  static const char* kwlist[] = {"op_type",       "flags",
+                                 "stash_flag",    "extra",
+                                 "grad_type",     "grad_flags",
+                                 "grad_fallback", "max_stash_elements",
+                                 "grad_extra",    "grad_uses_output",
+                                 nullptr};
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sLLOsLOL|Op", const_cast<char**>(kwlist),
+                                   &op_type, &flags, &stash_flag, &extra, &grad_type,
+                                   &grad_flags, &grad_fallback, &max_stash, &grad_extra,
+                                   &grad_uses_output)) {
     return -1;
   }
-  if (PyTuple_GET_SIZE(extra) > kMaxExtraInputs) {
-    PyErr_Format(PyExc_ValueError, "extra: at most %d inputs", static_cast<int>(kMaxExtraInputs));
-    return -1;
-  }
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(extra); ++i) {
-    if (!EagerTensor_CheckExact(PyTuple_GET_ITEM(extra, i))) {
-      PyErr_SetString(PyExc_TypeError, "extra: expected eager tensors");
-      return -1;
-    }
-  }
+  if (grad_extra == nullptr || grad_extra == Py_None) grad_extra = extra;
+  if (!CheckExtra(extra, "extra") || !CheckExtra(grad_extra, "grad_extra")) return -1;
   if (!PyCallable_Check(grad_fallback)) {
     PyErr_SetString(PyExc_TypeError, "grad_fallback: expected a callable");
     return -1;
@@ -293,8 +318,11 @@ int EagerOp_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   self->stash_flag = stash_flag;
   self->grad_flags = grad_flags;
   self->max_stash = max_stash;
+  self->grad_uses_output = grad_uses_output != 0;
   Py_INCREF(extra);
   self->extra = extra;
+  Py_INCREF(grad_extra);
+  self->grad_extra = grad_extra;
   Py_INCREF(grad_fallback);
   self->grad_fallback = grad_fallback;
   return 0;
@@ -305,6 +333,7 @@ void EagerOp_dealloc(PyObject* self_obj) {
   delete self->op_type;
   delete self->grad_type;
   Py_XDECREF(self->extra);
+  Py_XDECREF(self->grad_extra);
   Py_XDECREF(self->grad_fallback);
   Py_XDECREF(self->record_name);
   Py_TYPE(self_obj)->tp_free(self_obj);
@@ -339,9 +368,10 @@ PyObject* EagerOp_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   }
   EagerScope scope;
   if (!scope.Init(ctx)) Py_RETURN_NONE;
-  const int num_inputs = AddExtraInputs(self, inputs, 1);
-  PyObject* out = scope.Run(*self->op_type, inputs, num_inputs,
-                            recording ? self->flags | self->stash_flag : self->flags);
+  const int num_inputs = AddExtraInputs(self->extra, inputs, 1);
+  const int64_t flags =
+      recording && self->flags >= 0 ? self->flags | self->stash_flag : self->flags;
+  PyObject* out = scope.Run(*self->op_type, inputs, num_inputs, flags);
   if (out == nullptr) Py_RETURN_NONE;
   if (!recording) return out;
 
@@ -349,8 +379,8 @@ PyObject* EagerOp_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   if (backward != nullptr) {
     Py_INCREF(self_obj);
     backward->op = self;
-    Py_INCREF(x);
-    backward->x = x;
+    backward->saved = self->grad_uses_output ? out : x;
+    Py_INCREF(backward->saved);
     Py_INCREF(ctx);
     backward->ctx = ctx;
   }
@@ -411,8 +441,10 @@ PyMODINIT_FUNC PyInit__eager_fast_path() {
   EagerOpType.tp_flags = Py_TPFLAGS_DEFAULT;
   EagerOpType.tp_doc =
       "EagerOp(op_type, flags, stash_flag, extra, grad_type, grad_flags, grad_fallback, "
-      "max_stash_elements): op(ctx, x) runs op_type(x, *extra) eagerly and records its "
-      "backward step grad_type(dy, x, *extra); None where the generic path must run.";
+      "max_stash_elements, grad_extra=extra, grad_uses_output=False): op(ctx, x) runs "
+      "op_type(x, *extra) eagerly and records its backward step grad_type(dy, saved, "
+      "*grad_extra), saved = x or the output; flags < 0: the op has no `flags` attribute. "
+      "None where the generic path must run.";
   EagerOpType.tp_new = PyType_GenericNew;
   EagerOpType.tp_init = EagerOp_init;
   EagerOpType.tp_call = EagerOp_call;
