@@ -50,6 +50,7 @@ _GRAD_WRAPPERS = {
     "tf_sort_soft_sort_eager_grad": "TFSort>SoftSortEagerGrad",
     "tf_sort_isotonic_l2_eager_grad": "TFSort>IsotonicL2EagerGrad",
     "tf_sort_sigmoid_top_k_grad": "TFSort>SigmoidTopKGrad",
+    "tf_sort_sorting_network_grad": "TFSort>SortingNetworkGrad",
 }
 
 

@@ -697,3 +697,33 @@ def test_compare_swap_second_order(relaxation):
         y2 = tfsort.compare_swap(x, left, right, relaxation, 1.3)
     want = np.einsum("bij,bj->bi", tape.batch_jacobian(y2, x).numpy(), tangent.numpy())
     np.testing.assert_allclose(acc.jvp(y).numpy(), want, rtol=1e-12, atol=1e-14)
+
+
+def test_eager_calls_take_the_fast_path_and_graphs_do_not(eager_impl, fast_path_spy):
+    """An eager last-axis diff_sort / diff_rank runs SortingNetwork and, for its gradient,
+    SortingNetworkGrad through _utils.make_eager_op's fast path, with the same values and
+    VJPs as a tf.function (which records the ops with their registered gradients);
+    permutation matrices and other axes take the generic path."""
+    seen = fast_path_spy
+    rng = np.random.default_rng(71)
+    x = tf.constant(rng.normal(size=(3, 10)).astype(np.float32))
+    w = tf.constant(rng.normal(size=(3, 10)).astype(np.float32))
+    for fn in (lambda a: tfsort.diff_sort(a, steepness=4.0),
+               lambda a: tfsort.diff_rank(a, relaxation="logistic", direction="DESCENDING")):
+        def vjp(a, fn=fn):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                out = fn(a)
+            return out, tape.gradient(out, a, output_gradients=w)
+
+        seen.clear()
+        eager = vjp(x)
+        assert seen == ["TFSort>SortingNetwork", "TFSort>SortingNetworkGrad"]
+        for got, want in zip(eager, tf.function(vjp)(x)):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+    seen.clear()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tfsort.diff_sort(x, return_permutation=True)
+        tfsort.diff_sort(tf.transpose(x), axis=0)
+    assert "TFSort>SortingNetwork" not in seen

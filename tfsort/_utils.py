@@ -72,35 +72,38 @@ def fast_execute(ctx, op_type, *inputs_and_attrs):
 
 
 class PyEagerOp:
-    """The Python equivalent of tfsort._eager_fast_path.EagerOp, used when that extension
-    was not built (setup.py: build_fast_path): op(ctx, x) runs op_type(x, *extra) with the
-    int attribute `flags` (none if flags < 0), or'ing in stash_flag while a tape records,
-    and TF records it with the op's registered gradient. Returns None where the caller
-    must take the generic path: x is not an eager tensor, the op failed (the generated
-    wrapper then raises TF's error), or a tape records and x has more than
-    max_stash_elements elements (the kernels' aux stash is bounded). The grad_* arguments
-    are those of EagerOp, whose directly recorded backward step runs
-    grad_type(dy, saved, *grad_extra, flags=grad_flags), saved being x or the output."""
+    """The Python equivalent of tfsort._eager_fast_path.EagerOp (see make_eager_op), used
+    when that extension was not built (setup.py: build_fast_path): op(ctx, x) runs
+    op_type(x, *extra) with `attrs` (`recording_attrs` while a tape records) through
+    TFE_Py_FastPathExecute, and TF records it with the op's registered gradient. Returns
+    its first output, or None where the caller must take the generic path: x is not an
+    eager tensor, the op failed (the generated wrapper then raises TF's error), or a tape
+    records and x has more than max_stash_elements elements (the kernels' aux stash is
+    bounded)."""
 
-    __slots__ = ("op_type", "flags", "stash_flag", "extra", "max_stash_elements")
+    __slots__ = ("op_type", "attrs", "recording_attrs", "extra", "max_stash_elements",
+                 "num_outputs")
 
-    def __init__(self, op_type, flags, stash_flag, extra, grad_type, grad_flags,
-                 grad_fallback, max_stash_elements, grad_extra=None, grad_uses_output=False):
-        del grad_type, grad_flags, grad_fallback, grad_extra, grad_uses_output  # see above
-        self.op_type, self.flags, self.stash_flag = op_type, flags, stash_flag
-        self.extra, self.max_stash_elements = tuple(extra), max_stash_elements
+    def __init__(self, op_type, attrs, extra, grad_type, grad_inputs, grad_attrs,
+                 grad_fallback, recording_attrs=None, max_stash_elements=1 << 62,
+                 num_outputs=1):
+        del grad_type, grad_inputs, grad_attrs, grad_fallback  # the registered gradient
+        self.op_type, self.extra = op_type, tuple(extra)
+        self.attrs = tuple(v for item in attrs.items() for v in item)
+        self.recording_attrs = self.attrs if recording_attrs is None else tuple(
+            v for item in recording_attrs.items() for v in item)
+        self.max_stash_elements, self.num_outputs = max_stash_elements, num_outputs
 
     def __call__(self, ctx, x):
         if type(x) is not _EAGER_TENSOR:
             return None
-        flags = self.flags
+        attrs = self.attrs
         if not _tape_set_is_empty():
             if x._num_elements() > self.max_stash_elements:
                 return None
-            flags |= self.stash_flag
-        if flags < 0:
-            return fast_execute(ctx, self.op_type, x, *self.extra)
-        return fast_execute(ctx, self.op_type, x, *self.extra, "flags", flags)  # one output
+            attrs = self.recording_attrs
+        out = fast_execute(ctx, self.op_type, x, *self.extra, *attrs)
+        return out if out is None or self.num_outputs == 1 else out[0]
 
 
 try:  # built by setup.py next to the op library (optional: see PyEagerOp)
@@ -113,21 +116,30 @@ EagerOp = PyEagerOp if _CEagerOp is None else _CEagerOp
 _EAGER_OP_CACHES = []
 
 
-def make_eager_op(op_type, flags, stash_flag, extra, grad_type, grad_flags, grad_fallback,
-                  max_stash_elements, grad_extra=None, grad_uses_output=False):
-    """An eager fast path for one of tfsort's one-output ops in one configuration; see
-    PyEagerOp for its contract. With the C++ extension (tfsort/pyext/eager_fast_path.cc)
-    the call builds and runs the op through TF's C API and records a C++ backward step,
-    grad_type(dy, saved, *grad_extra, flags=grad_flags) with saved = x (or the op's output
-    if grad_uses_output) and grad_extra = extra by default, on the active tapes itself:
-    ~27 us less than TF's generic path per small eager forward + backward
-    (docs/design_notes.md). grad_fallback is the gradient op's generated wrapper, called
-    with the same arguments where that step cannot run directly (graph tensors, a tape
-    recording the backward pass). flags < 0 (or grad_flags < 0): the op has no `flags`
-    attribute."""
-    return EagerOp(op_type, flags, stash_flag, tuple(extra), grad_type, grad_flags,
-                   grad_fallback, max_stash_elements,
-                   None if grad_extra is None else tuple(grad_extra), grad_uses_output)
+# make_eager_op's grad_inputs codes: the forward input x, forward output i (OUTPUT + i,
+# OUTPUT = 0) and the cotangent of output i (COTANGENT + i).
+FROM_X, OUTPUT, COTANGENT = -1, 0, 100
+
+
+def make_eager_op(op_type, attrs, extra, grad_type, grad_inputs, grad_attrs, grad_fallback,
+                  recording_attrs=None, max_stash_elements=1 << 62, num_outputs=1):
+    """An eager fast path for one of tfsort's ops in one configuration: op(ctx, x) runs
+    op_type(x, *extra) with the attribute dict `attrs` (`recording_attrs` while a tape
+    records; types of inputs are inferred) and returns its first output, or None where the
+    caller must take the generic path (see PyEagerOp).
+
+    With the C++ extension (tfsort/pyext/eager_fast_path.cc) the call builds and runs the op
+    through TF's C API and records all its outputs on the active tapes with a C++ backward
+    step: grad_type(*grad_inputs) with `grad_attrs`, where grad_inputs holds eager tensors
+    and the codes FROM_X, OUTPUT + i and COTANGENT + i, each alone or as (code, tensor to
+    use if the value is None). That is ~27 us less than TF's
+    generic path per small eager forward + backward (docs/design_notes.md). grad_fallback
+    is the gradient op's generated wrapper, called as grad_fallback(*grad_inputs,
+    **grad_attrs) where that step cannot run directly (graph tensors, a tape recording the
+    backward pass). Without the extension, PyEagerOp runs the op and TF records it with its
+    registered gradient, which must compute the same thing."""
+    return EagerOp(op_type, attrs, tuple(extra), grad_type, tuple(grad_inputs), grad_attrs,
+                   grad_fallback, recording_attrs, max_stash_elements, num_outputs)
 
 
 def eager_op_cache():

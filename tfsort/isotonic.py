@@ -108,8 +108,11 @@ def _isotonic_l2_op(flags):
     op = _ISOTONIC_L2_OPS.get(flags)
     if op is None:
         op = _ISOTONIC_L2_OPS[flags] = _utils.make_eager_op(
-            "TFSort>IsotonicL2Eager", flags, _FLAG_STASH, (), "TFSort>IsotonicL2EagerGrad",
-            flags, _raw.tf_sort_isotonic_l2_eager_grad, _STASH_MAX_ELEMENTS)
+            "TFSort>IsotonicL2Eager", {"flags": flags}, (), "TFSort>IsotonicL2EagerGrad",
+            (_utils.COTANGENT, _utils.FROM_X), {"flags": flags},
+            _raw.tf_sort_isotonic_l2_eager_grad,
+            recording_attrs={"flags": flags | _FLAG_STASH},
+            max_stash_elements=_STASH_MAX_ELEMENTS)
     return op
 
 
@@ -331,9 +334,11 @@ _EAGER_SOFT = _utils.eager_op_cache()
 def _eager_soft_op(name, regularization, regularization_strength, direction):
     _, eps, _, flags = _soft_config(regularization, regularization_strength, direction)
     grad_type, grad_wrapper = _EAGER_GRADS[name]
-    op = _utils.make_eager_op(_EAGER_OP_TYPES[name], flags, _FLAG_STASH,
-                              (_utils.float64_scalar(eps, True),), grad_type, flags,
-                              grad_wrapper, _STASH_MAX_ELEMENTS)
+    eps_t = _utils.float64_scalar(eps, True)
+    op = _utils.make_eager_op(
+        _EAGER_OP_TYPES[name], {"flags": flags}, (eps_t,), grad_type,
+        (_utils.COTANGENT, _utils.FROM_X, eps_t), {"flags": flags}, grad_wrapper,
+        recording_attrs={"flags": flags | _FLAG_STASH}, max_stash_elements=_STASH_MAX_ELEMENTS)
     try:
         if len(_EAGER_SOFT) >= 1024:
             _EAGER_SOFT.clear()

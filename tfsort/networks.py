@@ -282,7 +282,61 @@ def _composite(x, network, relaxation, s, want_perm=False, want_rank=False, desc
 # Public functions
 
 
+# (network, relaxation, type(steepness), steepness, direction, ranks, dtype enum) -> the
+# eager fast path (_utils.make_eager_op) of SortingNetwork, or None for invalid arguments.
+_EAGER_NETS = _utils.eager_op_cache()
+
+
+def _eager_net_op(key):
+    """Builds (and caches) the fast path for `key` (see _EAGER_NETS); None for arguments
+    the generic path must reject or convert."""
+    network, relaxation, _, steepness, direction, ranks, dtype_enum = key
+    try:
+        network, relaxation, s, desc = _check_args(network, relaxation, steepness, direction)
+    except (TypeError, ValueError):
+        return None
+    fast = None
+    dtype = tf.dtypes.as_dtype(dtype_enum)
+    if dtype in _utils.FLOAT_DTYPES:
+        tacc = _utils.compute_dtype(dtype)
+        s_t = _utils.float64_scalar(s, True)
+        attrs = {"network": network, "relaxation": relaxation, "descending": desc,
+                 "compute_ranks": ranks}
+        # The cotangent of `saved`: second-order terms in sort mode (a [0] tensor when TF
+        # has none); ranks never use it (their second derivatives raise).
+        saved_grad = (_empty(tacc) if ranks
+                      else (_utils.COTANGENT + 1, _empty(tacc)))
+        fast = _utils.make_eager_op(
+            "TFSort>SortingNetwork", dict(attrs, Tacc=tacc), (s_t,),
+            "TFSort>SortingNetworkGrad",
+            (_utils.COTANGENT, _utils.OUTPUT + 1, saved_grad, s_t), attrs,
+            _raw.tf_sort_sorting_network_grad, num_outputs=2)
+    try:
+        if len(_EAGER_NETS) >= 1024:
+            _EAGER_NETS.clear()
+        _EAGER_NETS[key] = fast
+    except TypeError:  # unhashable (and valid) argument: not cached
+        pass
+    return fast
+
+
 def _run(values, network, relaxation, steepness, direction, axis, ranks, return_permutation):
+    if (type(values) is _utils.EAGER_TENSOR and type(axis) is int and axis == -1
+            and not return_permutation):
+        # An eager call on the last axis: SortingNetwork run and recorded by
+        # _utils.make_eager_op's fast path (None: the path below, which also raises).
+        ctx = _utils.eager_context()
+        if ctx is not None:
+            key = (network, relaxation, type(steepness), steepness, direction, ranks,
+                   values._datatype_enum())
+            try:
+                fast = _EAGER_NETS[key]
+            except (KeyError, TypeError):
+                fast = _eager_net_op(key)
+            if fast is not None:
+                out = fast(ctx, values)
+                if out is not None:
+                    return out
     values = _utils.convert_values(values)
     network, relaxation, s, desc = _check_args(network, relaxation, steepness, direction)
     axis = _utils.normalize_axis(axis, values.shape.rank)

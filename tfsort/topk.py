@@ -147,9 +147,8 @@ def _eager_topk_op(k, regularization_strength, method):
     if method == "sigmoid":
         eps_t = _utils.float64_scalar(eps, True)
         fast = _utils.make_eager_op(
-            "TFSort>SigmoidTopK", -1, 0, (_k_constant(float(k)), eps_t),
-            "TFSort>SigmoidTopKGrad", -1, _raw.tf_sort_sigmoid_top_k_grad, 1 << 62,
-            grad_extra=(eps_t,), grad_uses_output=True)
+            "TFSort>SigmoidTopK", {}, (_k_constant(float(k)), eps_t), "TFSort>SigmoidTopKGrad",
+            (_utils.COTANGENT, _utils.OUTPUT, eps_t), {}, _raw.tf_sort_sigmoid_top_k_grad)
     try:
         if len(_EAGER_TOPK) >= 1024:
             _EAGER_TOPK.clear()

@@ -1,5 +1,5 @@
-// tfsort._eager_fast_path: a CPython extension that runs tfsort's one-output ops eagerly
-// (the isotonic family's eager-only ops, SigmoidTopK) and records their backward step on
+// tfsort._eager_fast_path: a CPython extension that runs tfsort's ops eagerly (the isotonic
+// family's eager-only ops, SigmoidTopK, SortingNetwork) and records their backward step on
 // the active gradient tapes, in C++.
 //
 // Why (docs/design_notes.md, "The eager fast path in C++"): at small shapes an eager
@@ -8,7 +8,7 @@
 // gradient up on every backward step; the Python direct recording of session 5 removed
 // that but kept ~10 us of pybind argument conversion and Python frames per call. Here
 // one call builds the op through TF's C API, executes it with the GIL released, wraps
-// the output and records a backward object implemented in C++ with
+// the outputs and records a backward object implemented in C++ with
 // TFE_Py_TapeSetRecordOperation.
 //
 // The module links against TensorFlow's Python library (lib_pywrap_tensorflow_common.so,
@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tensorflow/c/eager/c_api.h"
 #include "tensorflow/python/eager/pywrap_tfe.h"
@@ -40,28 +41,44 @@ PyObject* EagerTensorFromHandle(TFE_TensorHandle* handle, const bool is_packed);
 
 namespace {
 
-// Inputs of the ops run here: x or (dy, x), plus the op's extra inputs.
-constexpr Py_ssize_t kMaxExtraInputs = 4;
+constexpr int kMaxInputs = 8;   // of any op run here
+constexpr int kMaxOutputs = 4;  // of a forward op
+// grad_inputs entries: kFromX for x, 0 <= i < kFromCotangent for output i, and
+// kFromCotangent + i for the cotangent of output i.
+constexpr long kFromX = -1;
+constexpr long kFromCotangent = 100;
+
+// One attribute of an op, converted once from a Python value.
+struct Attr {
+  std::string name;
+  enum Kind { kBool, kInt, kString, kType } kind;
+  int64_t value;      // kBool, kInt, kType (a TF_DataType)
+  std::string text;   // kString
+};
+using Attrs = std::vector<Attr>;
 
 struct EagerOpObject {
   PyObject_HEAD
   std::string* op_type;
   std::string* grad_type;
-  int64_t flags;            // attribute `flags` when not recording (< 0: no such attribute)
-  int64_t stash_flag;       // or'ed into flags while a tape records
-  int64_t grad_flags;       // attribute `flags` of the gradient op (< 0: none)
-  int64_t max_stash;        // recording calls above this many elements return None
-  PyObject* extra;          // tuple of EagerTensors: inputs after x
-  PyObject* grad_extra;     // tuple of EagerTensors: gradient op inputs after (dy, saved)
-  PyObject* grad_fallback;  // grad_fallback(dy, saved, *grad_extra[, flags=grad_flags])
-  PyObject* record_name;    // str: the op type recorded on the tape
-  bool grad_uses_output;    // saved = the op's output (else its input x)
+  Attrs* attrs;            // of the forward op when no tape records
+  Attrs* recording_attrs;  // of the forward op while a tape records
+  Attrs* grad_attrs;       // of the gradient op (T and Tacc-like attributes are inferred)
+  int64_t max_stash;       // recording calls above this many elements return None
+  int num_outputs;         // of the forward op; all are recorded, the first is returned
+  bool keeps_outputs;      // whether grad_inputs reads forward outputs
+  PyObject* extra;         // tuple of EagerTensors: forward inputs after x
+  PyObject* grad_inputs;   // tuple: ints (see kFromX) or EagerTensors
+  PyObject* grad_kwargs;   // dict: grad_attrs as Python values, for grad_fallback
+  PyObject* grad_fallback; // the gradient op's generated wrapper
+  PyObject* record_name;   // str: the op type recorded on the tape
 };
 
 struct BackwardObject {
   PyObject_HEAD
   EagerOpObject* op;
-  PyObject* saved;  // the gradient op's second input: x or the op's output
+  PyObject* x;
+  PyObject* outputs;  // tuple of the forward outputs, or nullptr if grad_inputs needs none
   PyObject* ctx;
 };
 
@@ -75,7 +92,7 @@ PyObject* g_str_handle = nullptr;        // "_handle"
 PyObject* g_str_thread_local = nullptr;  // "_thread_local_data"
 PyObject* g_str_device_name = nullptr;   // "device_name"
 PyObject* g_str_op_callbacks = nullptr;  // "op_callbacks"
-PyObject* g_str_flags = nullptr;         // "flags"
+PyObject* g_str_type_enum = nullptr;     // "as_datatype_enum"
 
 struct StatusDeleter {
   void operator()(TF_Status* s) const { TF_DeleteStatus(s); }
@@ -95,6 +112,54 @@ bool TapesEmpty() {
   const bool empty = r == Py_True;
   Py_DECREF(r);
   return empty;
+}
+
+// Converts {name: value} (bool, int, str, or a tf.DType) to attrs; false with a Python
+// error for anything else.
+bool ParseAttrs(PyObject* dict, Attrs* attrs, const char* arg) {
+  if (!PyDict_CheckExact(dict)) {
+    PyErr_Format(PyExc_TypeError, "%s: expected a dict of attributes", arg);
+    return false;
+  }
+  PyObject *key, *value;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(dict, &pos, &key, &value)) {
+    Attr a;
+    const char* name = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : nullptr;
+    if (name == nullptr) {
+      PyErr_Clear();
+      PyErr_Format(PyExc_TypeError, "%s: attribute names must be strings", arg);
+      return false;
+    }
+    a.name = name;
+    if (PyBool_Check(value)) {
+      a.kind = Attr::kBool;
+      a.value = value == Py_True;
+    } else if (PyLong_CheckExact(value)) {
+      a.kind = Attr::kInt;
+      a.value = PyLong_AsLongLong(value);
+      if (a.value == -1 && PyErr_Occurred()) return false;
+    } else if (PyUnicode_Check(value)) {
+      const char* text = PyUnicode_AsUTF8(value);
+      if (text == nullptr) return false;
+      a.kind = Attr::kString;
+      a.text = text;
+    } else {
+      PyObject* type_enum = PyObject_GetAttr(value, g_str_type_enum);  // a tf.DType
+      if (type_enum == nullptr || !PyLong_Check(type_enum)) {
+        Py_XDECREF(type_enum);
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: attribute %s must be a bool, int, str or DType",
+                     arg, name);
+        return false;
+      }
+      a.kind = Attr::kType;
+      a.value = PyLong_AsLongLong(type_enum);
+      Py_DECREF(type_enum);
+    }
+    attrs->push_back(std::move(a));
+  }
+  return true;
 }
 
 // What an op needs from TF's eager context: the TFE_Context and the device scope.
@@ -130,10 +195,11 @@ class EagerScope {
   }
   ~EagerScope() { Py_XDECREF(device_obj_); }
 
-  // Runs op_type(inputs...) with attribute flags; returns its one output as an
-  // EagerTensor, or nullptr (no Python error set) if TF reported an error.
-  PyObject* Run(const std::string& op_type, TFE_TensorHandle* const* inputs, int num_inputs,
-                int64_t flags) const {
+  // Runs op_type(inputs...) with attrs; stores its num_outputs outputs as new EagerTensor
+  // references in outputs[]. False (no Python error set, nothing stored) if TF reported
+  // an error.
+  bool Run(const std::string& op_type, TFE_TensorHandle* const* inputs, int num_inputs,
+           const Attrs& attrs, int num_outputs, PyObject** outputs) const {
     if (g_trace != nullptr) {
       PyObject* name = PyUnicode_FromString(op_type.c_str());
       if (name == nullptr || PyList_Append(g_trace, name) < 0) PyErr_Clear();
@@ -143,25 +209,56 @@ class EagerScope {
     TFE_Op* op = TFE_NewOp(context_, op_type.c_str(), status);
     if (op == nullptr || TF_GetCode(status) != TF_OK) {
       if (op != nullptr) TFE_DeleteOp(op);
-      return nullptr;
+      return false;
     }
     if (device_ != nullptr && device_[0] != '\0') TFE_OpSetDevice(op, device_, status);
     for (int i = 0; i < num_inputs && TF_GetCode(status) == TF_OK; ++i) {
-      TFE_OpAddInput(op, inputs[i], status);  // also infers the dtype attribute
+      TFE_OpAddInput(op, inputs[i], status);  // also infers the attributes of input types
     }
-    TFE_TensorHandle* output = nullptr;
-    int num_outputs = 1;
+    TFE_TensorHandle* handles[kMaxOutputs] = {};
+    int got = num_outputs;
     if (TF_GetCode(status) == TF_OK) {
-      if (flags >= 0) TFE_OpSetAttrInt(op, "flags", flags);
+      for (const Attr& a : attrs) {
+        switch (a.kind) {
+          case Attr::kBool:
+            TFE_OpSetAttrBool(op, a.name.c_str(), static_cast<unsigned char>(a.value));
+            break;
+          case Attr::kInt:
+            TFE_OpSetAttrInt(op, a.name.c_str(), a.value);
+            break;
+          case Attr::kString:
+            TFE_OpSetAttrString(op, a.name.c_str(), a.text.data(), a.text.size());
+            break;
+          case Attr::kType:
+            TFE_OpSetAttrType(op, a.name.c_str(), static_cast<TF_DataType>(a.value));
+            break;
+        }
+      }
       Py_BEGIN_ALLOW_THREADS;
-      TFE_Execute(op, &output, &num_outputs, status);
+      TFE_Execute(op, handles, &got, status);
       Py_END_ALLOW_THREADS;
     }
     TFE_DeleteOp(op);
-    if (TF_GetCode(status) != TF_OK || num_outputs != 1 || output == nullptr) return nullptr;
-    PyObject* tensor = EagerTensorFromHandle(output, false);  // takes ownership
-    if (tensor == nullptr) PyErr_Clear();
-    return tensor;
+    bool ok = TF_GetCode(status) == TF_OK && got == num_outputs;
+    for (int i = 0; i < got; ++i) {
+      if (handles[i] == nullptr) ok = false;
+    }
+    if (!ok) {
+      for (int i = 0; i < got; ++i) {
+        if (handles[i] != nullptr) TFE_DeleteTensorHandle(handles[i]);
+      }
+      return false;
+    }
+    for (int i = 0; i < num_outputs; ++i) {
+      outputs[i] = EagerTensorFromHandle(handles[i], false);  // takes ownership
+      if (outputs[i] == nullptr) {
+        PyErr_Clear();
+        for (int j = 0; j < i; ++j) Py_DECREF(outputs[j]);
+        for (int j = i + 1; j < num_outputs; ++j) TFE_DeleteTensorHandle(handles[j]);
+        return false;
+      }
+    }
+    return true;
   }
 
  private:
@@ -175,71 +272,69 @@ class EagerScope {
   const char* device_ = nullptr;
 };
 
-// Fills inputs[first...] with the handles of the tensors in `extra` (a tuple); returns
-// the count written.
-int AddExtraInputs(PyObject* extra, TFE_TensorHandle** inputs, int first) {
-  const Py_ssize_t n = PyTuple_GET_SIZE(extra);
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    inputs[first + i] = EagerTensor_Handle(PyTuple_GET_ITEM(extra, i));
-  }
-  return first + static_cast<int>(n);
-}
-
 // ---------------------------------------------------------------------------------------
-// The backward step recorded on the tape: called with the output's cotangent, returns
-// [gradient for x]. Eagerly, and with no tape recording the backward pass itself, it runs
-// the gradient op here; otherwise (graph tensors inside tape.jacobian's pfor, nested tapes
-// that differentiate the gradient, forward accumulators transposing it) it calls
-// grad_fallback, the generated op wrapper, which records the gradient op with its
-// registered gradient.
+// The backward step recorded on the tape: called with the cotangents of the forward
+// outputs, returns [gradient for x]. Eagerly, and with no tape recording the backward pass
+// itself, it runs the gradient op here; otherwise (graph tensors inside tape.jacobian's
+// pfor, nested tapes that differentiate the gradient, forward accumulators transposing
+// it) it calls grad_fallback, the generated op wrapper, which records the gradient op with
+// its registered gradient.
 
 PyObject* Backward_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   auto* self = reinterpret_cast<BackwardObject*>(self_obj);
   const EagerOpObject* op = self->op;
-  if (PyTuple_GET_SIZE(args) != 1 || (kwargs != nullptr && PyDict_GET_SIZE(kwargs) != 0)) {
-    PyErr_SetString(PyExc_TypeError, "tfsort backward step takes one cotangent");
+  if (PyTuple_GET_SIZE(args) != op->num_outputs ||
+      (kwargs != nullptr && PyDict_GET_SIZE(kwargs) != 0)) {
+    PyErr_SetString(PyExc_TypeError, "tfsort backward step: one cotangent per output");
     return nullptr;
   }
-  PyObject* dy = PyTuple_GET_ITEM(args, 0);
+  const Py_ssize_t n = PyTuple_GET_SIZE(op->grad_inputs);
+  PyObject* inputs = PyTuple_New(n);  // the gradient op's inputs, as Python objects
+  if (inputs == nullptr) return nullptr;
+  bool all_eager = true;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* spec = PyTuple_GET_ITEM(op->grad_inputs, i);
+    PyObject* if_none = nullptr;
+    if (PyTuple_CheckExact(spec)) {  // (code, tensor to use if the value is None)
+      if_none = PyTuple_GET_ITEM(spec, 1);
+      spec = PyTuple_GET_ITEM(spec, 0);
+    }
+    PyObject* value = spec;
+    if (PyLong_CheckExact(spec)) {
+      const long k = PyLong_AsLong(spec);
+      if (k == kFromX) {
+        value = self->x;
+      } else if (k >= kFromCotangent) {
+        value = PyTuple_GET_ITEM(args, k - kFromCotangent);
+      } else {
+        value = PyTuple_GET_ITEM(self->outputs, k);
+      }
+    }
+    if (value == Py_None && if_none != nullptr) value = if_none;
+    Py_INCREF(value);
+    PyTuple_SET_ITEM(inputs, i, value);
+    all_eager = all_eager && EagerTensor_CheckExact(value);
+  }
   PyObject* grad = nullptr;
-  if (EagerTensor_CheckExact(dy) && TapesEmpty()) {
+  if (all_eager && TapesEmpty()) {
     EagerScope scope;
     if (scope.Init(self->ctx)) {
-      TFE_TensorHandle* inputs[2 + kMaxExtraInputs];
-      inputs[0] = EagerTensor_Handle(dy);
-      inputs[1] = EagerTensor_Handle(self->saved);
-      const int n = AddExtraInputs(op->grad_extra, inputs, 2);
-      grad = scope.Run(*op->grad_type, inputs, n, op->grad_flags);
+      TFE_TensorHandle* handles[kMaxInputs];
+      for (Py_ssize_t i = 0; i < n; ++i) {
+        handles[i] = EagerTensor_Handle(PyTuple_GET_ITEM(inputs, i));
+      }
+      if (!scope.Run(*op->grad_type, handles, static_cast<int>(n), *op->grad_attrs, 1,
+                     &grad)) {
+        grad = nullptr;
+      }
     }
   }
   if (grad == nullptr) {
-    const Py_ssize_t num_extra = PyTuple_GET_SIZE(op->grad_extra);
-    PyObject* call_args = PyTuple_New(2 + num_extra);
-    if (call_args == nullptr) return nullptr;
-    Py_INCREF(dy);
-    PyTuple_SET_ITEM(call_args, 0, dy);
-    Py_INCREF(self->saved);
-    PyTuple_SET_ITEM(call_args, 1, self->saved);
-    for (Py_ssize_t i = 0; i < num_extra; ++i) {
-      PyObject* e = PyTuple_GET_ITEM(op->grad_extra, i);
-      Py_INCREF(e);
-      PyTuple_SET_ITEM(call_args, 2 + i, e);
-    }
-    if (op->grad_flags < 0) {
-      grad = PyObject_Call(op->grad_fallback, call_args, nullptr);
-    } else {
-      PyObject* call_kwargs = PyDict_New();
-      PyObject* flags = PyLong_FromLongLong(op->grad_flags);
-      if (call_kwargs != nullptr && flags != nullptr &&
-          PyDict_SetItem(call_kwargs, g_str_flags, flags) == 0) {
-        grad = PyObject_Call(op->grad_fallback, call_args, call_kwargs);
-      }
-      Py_XDECREF(flags);
-      Py_XDECREF(call_kwargs);
-    }
-    Py_DECREF(call_args);
-    if (grad == nullptr) return nullptr;
+    grad = PyObject_Call(op->grad_fallback, inputs,
+                         PyDict_GET_SIZE(op->grad_kwargs) ? op->grad_kwargs : nullptr);
   }
+  Py_DECREF(inputs);
+  if (grad == nullptr) return nullptr;
   PyObject* result = PyList_New(1);
   if (result == nullptr) {
     Py_DECREF(grad);
@@ -252,31 +347,46 @@ PyObject* Backward_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
 void Backward_dealloc(PyObject* self_obj) {
   auto* self = reinterpret_cast<BackwardObject*>(self_obj);
   Py_XDECREF(reinterpret_cast<PyObject*>(self->op));
-  Py_XDECREF(self->saved);
+  Py_XDECREF(self->x);
+  Py_XDECREF(self->outputs);
   Py_XDECREF(self->ctx);
   PyObject_Free(self_obj);
 }
 
 // ---------------------------------------------------------------------------------------
-// EagerOp(op_type, flags, stash_flag, extra, grad_type, grad_flags, grad_fallback,
-//         max_stash_elements, grad_extra=extra, grad_uses_output=False)
+// EagerOp(op_type, attrs, extra, grad_type, grad_inputs, grad_attrs, grad_fallback,
+//         recording_attrs=None, max_stash_elements=2**62, num_outputs=1)
 
-// Checks that `value` is a tuple of at most kMaxExtraInputs eager tensors.
-bool CheckExtra(PyObject* value, const char* name) {
+// Checks that `value` is a tuple of at most `max` eager tensors (or, with ints, of codes
+// kFromX, 0 <= i < num_outputs or kFromCotangent + i, each alone or paired with the eager
+// tensor to use when its value is None).
+bool CheckInputs(PyObject* value, const char* name, Py_ssize_t max, int ints_for_outputs) {
   if (!PyTuple_CheckExact(value)) {
-    PyErr_Format(PyExc_TypeError, "%s: expected a tuple of eager tensors", name);
+    PyErr_Format(PyExc_TypeError, "%s: expected a tuple", name);
     return false;
   }
-  if (PyTuple_GET_SIZE(value) > kMaxExtraInputs) {
-    PyErr_Format(PyExc_ValueError, "%s: at most %d inputs", name,
-                 static_cast<int>(kMaxExtraInputs));
+  if (PyTuple_GET_SIZE(value) > max) {
+    PyErr_Format(PyExc_ValueError, "%s: at most %d inputs", name, static_cast<int>(max));
     return false;
   }
   for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(value); ++i) {
-    if (!EagerTensor_CheckExact(PyTuple_GET_ITEM(value, i))) {
-      PyErr_Format(PyExc_TypeError, "%s: expected eager tensors", name);
-      return false;
+    PyObject* item = PyTuple_GET_ITEM(value, i);
+    if (ints_for_outputs > 0 && PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
+        EagerTensor_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+      item = PyTuple_GET_ITEM(item, 0);  // (code, tensor to use if the value is None)
     }
+    if (EagerTensor_CheckExact(item)) continue;
+    if (ints_for_outputs > 0 && PyLong_CheckExact(item)) {
+      const long k = PyLong_AsLong(item);
+      if (k == kFromX || (k >= 0 && k < ints_for_outputs) ||
+          (k >= kFromCotangent && k < kFromCotangent + ints_for_outputs)) {
+        continue;
+      }
+      PyErr_Clear();
+    }
+    PyErr_Format(PyExc_TypeError, "%s: expected eager tensors%s", name,
+                 ints_for_outputs > 0 ? " or input codes" : "");
+    return false;
   }
   return true;
 }
@@ -289,40 +399,62 @@ int EagerOp_init(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   }
   const char* op_type;
   const char* grad_type;
-  long long flags, stash_flag, grad_flags, max_stash;
-  PyObject *extra, *grad_fallback, *grad_extra = nullptr;
-  int grad_uses_output = 0;
-  static const char* kwlist[] = {"op_type",       "flags",
-                                 "stash_flag",    "extra",
-                                 "grad_type",     "grad_flags",
-                                 "grad_fallback", "max_stash_elements",
-                                 "grad_extra",    "grad_uses_output",
-                                 nullptr};
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sLLOsLOL|Op", const_cast<char**>(kwlist),
-                                   &op_type, &flags, &stash_flag, &extra, &grad_type,
-                                   &grad_flags, &grad_fallback, &max_stash, &grad_extra,
-                                   &grad_uses_output)) {
+  PyObject *attrs, *extra, *grad_inputs, *grad_attrs, *grad_fallback;
+  PyObject* recording_attrs = Py_None;
+  long long max_stash = 1LL << 62;
+  int num_outputs = 1;
+  static const char* kwlist[] = {"op_type",       "attrs",           "extra",
+                                 "grad_type",     "grad_inputs",     "grad_attrs",
+                                 "grad_fallback", "recording_attrs", "max_stash_elements",
+                                 "num_outputs",   nullptr};
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sOOsOOO|OLi", const_cast<char**>(kwlist),
+                                   &op_type, &attrs, &extra, &grad_type, &grad_inputs,
+                                   &grad_attrs, &grad_fallback, &recording_attrs, &max_stash,
+                                   &num_outputs)) {
     return -1;
   }
-  if (grad_extra == nullptr || grad_extra == Py_None) grad_extra = extra;
-  if (!CheckExtra(extra, "extra") || !CheckExtra(grad_extra, "grad_extra")) return -1;
+  if (num_outputs < 1 || num_outputs > kMaxOutputs) {
+    PyErr_Format(PyExc_ValueError, "num_outputs: 1 to %d", kMaxOutputs);
+    return -1;
+  }
+  if (!CheckInputs(extra, "extra", kMaxInputs - 1, 0) ||
+      !CheckInputs(grad_inputs, "grad_inputs", kMaxInputs, num_outputs)) {
+    return -1;
+  }
   if (!PyCallable_Check(grad_fallback)) {
     PyErr_SetString(PyExc_TypeError, "grad_fallback: expected a callable");
     return -1;
   }
+  if (recording_attrs == Py_None) recording_attrs = attrs;
+  std::unique_ptr<Attrs> a(new Attrs), r(new Attrs), g(new Attrs);
+  if (!ParseAttrs(attrs, a.get(), "attrs") ||
+      !ParseAttrs(recording_attrs, r.get(), "recording_attrs") ||
+      !ParseAttrs(grad_attrs, g.get(), "grad_attrs")) {
+    return -1;
+  }
   self->record_name = PyUnicode_FromString(op_type);
   if (self->record_name == nullptr) return -1;
+  self->keeps_outputs = false;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(grad_inputs); ++i) {
+    PyObject* item = PyTuple_GET_ITEM(grad_inputs, i);
+    if (PyLong_CheckExact(item)) {
+      const long k = PyLong_AsLong(item);
+      self->keeps_outputs = self->keeps_outputs || (k >= 0 && k < kFromCotangent);
+    }
+  }
   self->op_type = new std::string(op_type);
   self->grad_type = new std::string(grad_type);
-  self->flags = flags;
-  self->stash_flag = stash_flag;
-  self->grad_flags = grad_flags;
+  self->attrs = a.release();
+  self->recording_attrs = r.release();
+  self->grad_attrs = g.release();
   self->max_stash = max_stash;
-  self->grad_uses_output = grad_uses_output != 0;
+  self->num_outputs = num_outputs;
   Py_INCREF(extra);
   self->extra = extra;
-  Py_INCREF(grad_extra);
-  self->grad_extra = grad_extra;
+  Py_INCREF(grad_inputs);
+  self->grad_inputs = grad_inputs;
+  self->grad_kwargs = PyDict_Copy(grad_attrs);
+  if (self->grad_kwargs == nullptr) return -1;
   Py_INCREF(grad_fallback);
   self->grad_fallback = grad_fallback;
   return 0;
@@ -332,16 +464,21 @@ void EagerOp_dealloc(PyObject* self_obj) {
   auto* self = reinterpret_cast<EagerOpObject*>(self_obj);
   delete self->op_type;
   delete self->grad_type;
+  delete self->attrs;
+  delete self->recording_attrs;
+  delete self->grad_attrs;
   Py_XDECREF(self->extra);
-  Py_XDECREF(self->grad_extra);
+  Py_XDECREF(self->grad_inputs);
+  Py_XDECREF(self->grad_kwargs);
   Py_XDECREF(self->grad_fallback);
   Py_XDECREF(self->record_name);
   Py_TYPE(self_obj)->tp_free(self_obj);
 }
 
-// op(ctx, x): op_type(x, *extra) as an EagerTensor, recorded with its backward step when
-// a tape or forward accumulator records; None where the caller must take the generic
-// path. ctx is TF's eager context (tfsort._utils.eager_context()).
+// op(ctx, x): the first output of op_type(x, *extra) as an EagerTensor, all outputs
+// recorded with one backward step when a tape or forward accumulator records; None where
+// the caller must take the generic path. ctx is TF's eager context
+// (tfsort._utils.eager_context()).
 PyObject* EagerOp_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   auto* self = reinterpret_cast<EagerOpObject*>(self_obj);
   if (self->op_type == nullptr) {
@@ -355,7 +492,7 @@ PyObject* EagerOp_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   PyObject* ctx = PyTuple_GET_ITEM(args, 0);
   PyObject* x = PyTuple_GET_ITEM(args, 1);
   if (!EagerTensor_CheckExact(x)) Py_RETURN_NONE;
-  TFE_TensorHandle* inputs[1 + kMaxExtraInputs];
+  TFE_TensorHandle* inputs[kMaxInputs];
   inputs[0] = EagerTensor_Handle(x);
   if (inputs[0] == nullptr) {
     PyErr_Clear();
@@ -368,35 +505,61 @@ PyObject* EagerOp_call(PyObject* self_obj, PyObject* args, PyObject* kwargs) {
   }
   EagerScope scope;
   if (!scope.Init(ctx)) Py_RETURN_NONE;
-  const int num_inputs = AddExtraInputs(self->extra, inputs, 1);
-  const int64_t flags =
-      recording && self->flags >= 0 ? self->flags | self->stash_flag : self->flags;
-  PyObject* out = scope.Run(*self->op_type, inputs, num_inputs, flags);
-  if (out == nullptr) Py_RETURN_NONE;
-  if (!recording) return out;
-
+  const Py_ssize_t num_extra = PyTuple_GET_SIZE(self->extra);
+  for (Py_ssize_t i = 0; i < num_extra; ++i) {
+    inputs[1 + i] = EagerTensor_Handle(PyTuple_GET_ITEM(self->extra, i));
+  }
+  PyObject* outs[kMaxOutputs];
+  if (!scope.Run(*self->op_type, inputs, 1 + static_cast<int>(num_extra),
+                 recording ? *self->recording_attrs : *self->attrs, self->num_outputs, outs)) {
+    Py_RETURN_NONE;
+  }
+  const int m = self->num_outputs;
+  PyObject* out = outs[0];
+  if (!recording) {
+    for (int i = 1; i < m; ++i) Py_DECREF(outs[i]);
+    return out;
+  }
+  // outputs (a list for the tape) holds every output; `out` keeps its own reference.
+  PyObject* outputs = PyList_New(m);
+  PyObject* sources = PyList_New(1);
   auto* backward = PyObject_New(BackwardObject, &BackwardType);
   if (backward != nullptr) {
     Py_INCREF(self_obj);
     backward->op = self;
-    backward->saved = self->grad_uses_output ? out : x;
-    Py_INCREF(backward->saved);
+    Py_INCREF(x);
+    backward->x = x;
     Py_INCREF(ctx);
     backward->ctx = ctx;
+    backward->outputs = nullptr;
+    if (self->keeps_outputs) {
+      backward->outputs = PyTuple_New(m);
+      if (backward->outputs != nullptr) {
+        for (int i = 0; i < m; ++i) {
+          Py_INCREF(outs[i]);
+          PyTuple_SET_ITEM(backward->outputs, i, outs[i]);
+        }
+      }
+    }
   }
-  PyObject* outputs = PyList_New(1);
-  PyObject* sources = PyList_New(1);
   PyObject* recorded = nullptr;
-  if (backward != nullptr && outputs != nullptr && sources != nullptr) {
-    Py_INCREF(out);
-    PyList_SET_ITEM(outputs, 0, out);
+  if (outputs != nullptr && sources != nullptr && backward != nullptr &&
+      (!self->keeps_outputs || backward->outputs != nullptr)) {
     Py_INCREF(x);
     PyList_SET_ITEM(sources, 0, x);
+    Py_INCREF(out);
+    PyList_SET_ITEM(outputs, 0, out);
+    for (int i = 1; i < m; ++i) {
+      PyList_SET_ITEM(outputs, i, outs[i]);  // steals our reference
+      outs[i] = nullptr;
+    }
     // No forward function: forward accumulators transpose the backward step (it is linear
-    // in dy and its gradient op has a registered gradient), as for tf.custom_gradient.
+    // in the cotangents and its gradient op has a registered gradient), as for
+    // tf.custom_gradient.
     recorded = TFE_Py_TapeSetRecordOperation(self->record_name, outputs, sources,
                                              reinterpret_cast<PyObject*>(backward), Py_None);
   }
+  for (int i = 1; i < m; ++i) Py_XDECREF(outs[i]);
   Py_XDECREF(reinterpret_cast<PyObject*>(backward));
   Py_XDECREF(outputs);
   Py_XDECREF(sources);
@@ -429,8 +592,7 @@ PyMethodDef kMethods[] = {
 
 PyModuleDef kModule = {
     PyModuleDef_HEAD_INIT, "_eager_fast_path",
-    "Eager fast path of tfsort's eager-only ops (see tfsort/pyext/eager_fast_path.cc).", -1,
-    kMethods,
+    "Eager fast path of tfsort's ops (see tfsort/pyext/eager_fast_path.cc).", -1, kMethods,
 };
 
 }  // namespace
@@ -440,11 +602,12 @@ PyMODINIT_FUNC PyInit__eager_fast_path() {
   EagerOpType.tp_basicsize = sizeof(EagerOpObject);
   EagerOpType.tp_flags = Py_TPFLAGS_DEFAULT;
   EagerOpType.tp_doc =
-      "EagerOp(op_type, flags, stash_flag, extra, grad_type, grad_flags, grad_fallback, "
-      "max_stash_elements, grad_extra=extra, grad_uses_output=False): op(ctx, x) runs "
-      "op_type(x, *extra) eagerly and records its backward step grad_type(dy, saved, "
-      "*grad_extra), saved = x or the output; flags < 0: the op has no `flags` attribute. "
-      "None where the generic path must run.";
+      "EagerOp(op_type, attrs, extra, grad_type, grad_inputs, grad_attrs, grad_fallback, "
+      "recording_attrs=None, max_stash_elements=2**62, num_outputs=1): op(ctx, x) runs "
+      "op_type(x, *extra) eagerly, records its outputs with a backward step that runs "
+      "grad_type(*grad_inputs) and returns the first output; None where the generic path "
+      "must run. grad_inputs: eager tensors, or -1 for x, i for output i, 100 + i for the "
+      "cotangent of output i, each code alone or as (code, tensor used if it is None).";
   EagerOpType.tp_new = PyType_GenericNew;
   EagerOpType.tp_init = EagerOp_init;
   EagerOpType.tp_call = EagerOp_call;
@@ -459,9 +622,9 @@ PyMODINIT_FUNC PyInit__eager_fast_path() {
   g_str_thread_local = PyUnicode_InternFromString("_thread_local_data");
   g_str_device_name = PyUnicode_InternFromString("device_name");
   g_str_op_callbacks = PyUnicode_InternFromString("op_callbacks");
-  g_str_flags = PyUnicode_InternFromString("flags");
+  g_str_type_enum = PyUnicode_InternFromString("as_datatype_enum");
   if (!g_str_handle || !g_str_thread_local || !g_str_device_name || !g_str_op_callbacks ||
-      !g_str_flags) {
+      !g_str_type_enum) {
     return nullptr;
   }
   PyObject* module = PyModule_Create(&kModule);
