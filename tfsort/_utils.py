@@ -149,6 +149,18 @@ def eager_op_cache():
     return cache
 
 
+def remember(cache, key, value, bound=1024):
+    """cache[key] = value, emptying the cache first when it holds `bound` entries; an
+    unhashable key (a valid but unusual argument) is not cached. Returns value."""
+    try:
+        if len(cache) >= bound:
+            cache.clear()
+        cache[key] = value
+    except TypeError:
+        pass
+    return value
+
+
 def clear_eager_ops():
     """Forgets every fast path built so far (tests switch EagerOp)."""
     for cache in _EAGER_OP_CACHES:

@@ -25,20 +25,14 @@ def _soft_config(regularization, regularization_strength, direction):
     key = (regularization, type(regularization_strength), regularization_strength, direction)
     try:
         return _SOFT_CONFIG[key]
-    except KeyError:
+    except (KeyError, TypeError):  # new, or unhashable (validated; most likely rejected)
         pass
-    except TypeError:  # unhashable argument: validate (it will most likely be rejected)
-        key = None
     reg = _utils.check_regularization(regularization)
     eps = _utils.check_strength(regularization_strength)
     desc = _utils.check_descending(direction)
     # The last entry is the eager ops' flags (see _EAGER_OP_TYPES).
     cfg = (reg, eps, desc, (_FLAG_KL if reg == "kl" else 0) | (_FLAG_DESCENDING if desc else 0))
-    if key is not None:
-        if len(_SOFT_CONFIG) >= 1024:
-            _SOFT_CONFIG.clear()
-        _SOFT_CONFIG[key] = cfg
-    return cfg
+    return _utils.remember(_SOFT_CONFIG, key, cfg)
 
 
 def _soft(op, name, values, regularization, regularization_strength, direction, axis):
@@ -82,14 +76,13 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
     return _utils.restore_axis(out, perm)
 
 
-_OP_TYPES = {"soft_rank": "TFSort>SoftRank", "soft_sort": "TFSort>SoftSort"}
 # The eager fast path runs eager-only twins of SoftRank / SoftSort: the same kernels, with
 # one int `flags` attribute for regularization, direction and stashing, and no aux output.
 # TF's eager machinery costs a few microseconds per attribute and per list output on every
 # call and again when the tape records it, ~7 us of a ~150 us fwd+bwd at 1x16
 # (docs/design_notes.md). Graphs, SavedModels, the slow eager path and eager calls too big
-# for the stash (_STASH_MAX_ELEMENTS, whose gradient reuses the aux output) keep the ops
-# above.
+# for the stash (_STASH_MAX_ELEMENTS, whose gradient reuses the aux output) keep
+# SoftRank / SoftSort.
 _EAGER_OP_TYPES = {"soft_rank": "TFSort>SoftRankEager", "soft_sort": "TFSort>SoftSortEager"}
 # (op type, generated wrapper) of their gradient ops.
 _EAGER_GRADS = {
@@ -339,14 +332,8 @@ def _eager_soft_op(name, regularization, regularization_strength, direction):
         _EAGER_OP_TYPES[name], {"flags": flags}, (eps_t,), grad_type,
         (_utils.COTANGENT, _utils.FROM_X, eps_t), {"flags": flags}, grad_wrapper,
         recording_attrs={"flags": flags | _FLAG_STASH}, max_stash_elements=_STASH_MAX_ELEMENTS)
-    try:
-        if len(_EAGER_SOFT) >= 1024:
-            _EAGER_SOFT.clear()
-        _EAGER_SOFT[(name, regularization, type(regularization_strength),
-                     regularization_strength, direction)] = op
-    except TypeError:  # unhashable (and valid) argument: not cached
-        pass
-    return op
+    return _utils.remember(_EAGER_SOFT, (name, regularization, type(regularization_strength),
+                                         regularization_strength, direction), op)
 
 
 # ---------------------------------------------------------------------------------------

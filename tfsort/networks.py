@@ -311,13 +311,7 @@ def _eager_net_op(key):
             "TFSort>SortingNetworkGrad",
             (_utils.COTANGENT, _utils.OUTPUT + 1, saved_grad, s_t), attrs,
             _raw.tf_sort_sorting_network_grad, num_outputs=2)
-    try:
-        if len(_EAGER_NETS) >= 1024:
-            _EAGER_NETS.clear()
-        _EAGER_NETS[key] = fast
-    except TypeError:  # unhashable (and valid) argument: not cached
-        pass
-    return fast
+    return _utils.remember(_EAGER_NETS, key, fast)
 
 
 def _run(values, network, relaxation, steepness, direction, axis, ranks, return_permutation):

@@ -149,14 +149,9 @@ def _eager_topk_op(k, regularization_strength, method):
         fast = _utils.make_eager_op(
             "TFSort>SigmoidTopK", {}, (_k_constant(float(k)), eps_t), "TFSort>SigmoidTopKGrad",
             (_utils.COTANGENT, _utils.OUTPUT, eps_t), {}, _raw.tf_sort_sigmoid_top_k_grad)
-    try:
-        if len(_EAGER_TOPK) >= 1024:
-            _EAGER_TOPK.clear()
-        _EAGER_TOPK[(type(k), k, type(regularization_strength), regularization_strength,
-                     method)] = fast
-    except TypeError:  # unhashable (and valid) argument: not cached
-        pass
-    return fast
+    return _utils.remember(
+        _EAGER_TOPK, (type(k), k, type(regularization_strength), regularization_strength,
+                      method), fast)
 
 
 def _check_k(k, x, method):
