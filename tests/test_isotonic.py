@@ -1519,3 +1519,26 @@ def test_l2_pav_on_runs_plateaus_and_trends_matches_references(decreasing):
     assert seg[:, 0].tolist() == [0] * len(rows)
     changes = np.abs(np.diff(sol, axis=-1)) > 1e-9
     np.testing.assert_array_equal(steps == 1, changes)
+
+
+def test_fast_paths_step_aside_under_asynchronous_execution(eager_impl):
+    """With asynchronous eager execution a kernel's argument error would only surface at
+    the next sync point, so the fast paths leave such calls to the generic path: bad
+    arguments still raise ValueError at the call, and good ones give the usual results."""
+    rng = np.random.default_rng(50)
+    x = tf.constant(rng.normal(size=(3, 9)))
+    w = tf.constant(rng.normal(size=(3, 9)))
+    fns = [tfsort.soft_rank, tfsort.isotonic_regression, tfsort.diff_sort,
+           lambda a: tfsort.soft_topk(a, 3)]
+    want = [_vjp(fn, x, w).numpy() for fn in fns]
+    tf.config.experimental.set_synchronous_execution(False)
+    try:
+        with pytest.raises(ValueError, match="k must satisfy"):
+            tfsort.soft_topk(x, 20)
+        with pytest.raises(ValueError, match="rank"):
+            tfsort.soft_rank(tf.constant(1.0))
+        got = [_vjp(fn, x, w).numpy() for fn in fns]
+    finally:
+        tf.config.experimental.set_synchronous_execution(True)
+    for g, ref in zip(got, want):
+        np.testing.assert_array_equal(g, ref)

@@ -77,9 +77,10 @@ class PyEagerOp:
     op_type(x, *extra) with `attrs` (`recording_attrs` while a tape records) through
     TFE_Py_FastPathExecute, and TF records it with the op's registered gradient. Returns
     its first output, or None where the caller must take the generic path: x is not an
-    eager tensor, the op failed (the generated wrapper then raises TF's error), or a tape
-    records and x has more than max_stash_elements elements (the kernels' aux stash is
-    bounded)."""
+    eager tensor, execution is asynchronous (kernel errors would surface later, in place
+    of the generic path's argument checks), the op failed (the generated wrapper then
+    raises TF's error), or a tape records and x has more than max_stash_elements elements
+    (the kernels' aux stash is bounded)."""
 
     __slots__ = ("op_type", "attrs", "recording_attrs", "extra", "max_stash_elements",
                  "num_outputs")
@@ -95,7 +96,7 @@ class PyEagerOp:
         self.max_stash_elements, self.num_outputs = max_stash_elements, num_outputs
 
     def __call__(self, ctx, x):
-        if type(x) is not _EAGER_TENSOR:
+        if type(x) is not _EAGER_TENSOR or ctx.is_async():
             return None
         attrs = self.attrs
         if not _tape_set_is_empty():

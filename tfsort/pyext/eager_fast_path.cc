@@ -19,8 +19,9 @@
 //
 // Every path that could do something other than the generic eager path returns None
 // (the caller then runs the generated op wrapper, which also raises TF's error
-// messages): a non-eager input, op callbacks (tf.debugging.enable_check_numerics), a call
-// too big for the kernels' aux stash while recording, or a failed op.
+// messages): a non-eager input, asynchronous execution, op callbacks
+// (tf.debugging.enable_check_numerics), a call too big for the kernels' aux stash while
+// recording, or a failed op.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "tensorflow/c/eager/c_api.h"
+#include "tensorflow/c/eager/c_api_experimental.h"
 #include "tensorflow/python/eager/pywrap_tfe.h"
 
 // From tensorflow/python/eager/pywrap_tensor.h, which is not included because it needs
@@ -167,7 +169,9 @@ bool ParseAttrs(PyObject* dict, Attrs* attrs, const char* arg) {
 class EagerScope {
  public:
   // False (without a Python error) when the fast path must not run: no initialized
-  // context, or op callbacks that only the generic path invokes.
+  // context, asynchronous execution (kernel errors would surface later, in place of the
+  // generic path's argument checks at the call), or op callbacks that only the generic
+  // path invokes.
   bool Init(PyObject* ctx) {
     PyObject* handle = PyObject_GetAttr(ctx, g_str_handle);
     if (handle == nullptr) return Fail();
@@ -176,6 +180,10 @@ class EagerScope {
                    : nullptr;
     Py_DECREF(handle);  // the context object owns the capsule
     if (context_ == nullptr) return Fail();
+    TFE_Executor* executor = TFE_ContextGetExecutorForThread(context_);  // a view
+    const bool async = TFE_ExecutorIsAsync(executor);
+    TFE_DeleteExecutor(executor);
+    if (async) return Fail();
     PyObject* tld = PyObject_GetAttr(ctx, g_str_thread_local);
     if (tld == nullptr) return Fail();
     PyObject* callbacks = PyObject_GetAttr(tld, g_str_op_callbacks);
