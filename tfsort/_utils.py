@@ -150,6 +150,21 @@ def eager_op_cache():
     return cache
 
 
+def run_fast_path(cache, key, build, x):
+    """Runs the eager fast path cached under `key` on x (build(key) makes it, stores it
+    with remember and returns it, or None where no fast path applies). Returns its output,
+    or None where the caller must take the generic path: not executing eagerly, no fast
+    path for these arguments, or one of PyEagerOp's cases."""
+    ctx = eager_context()
+    if ctx is None:
+        return None
+    try:
+        fast = cache[key]
+    except (KeyError, TypeError):  # new, or an unhashable argument (then never cached)
+        fast = build(key)
+    return None if fast is None else fast(ctx, x)
+
+
 def remember(cache, key, value, bound=1024):
     """cache[key] = value, emptying the cache first when it holds `bound` entries; an
     unhashable key (a valid but unusual argument) is not cached. Returns value."""

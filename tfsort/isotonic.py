@@ -42,20 +42,14 @@ def _soft(op, name, values, regularization, regularization_strength, direction, 
         # twin of the op (one `flags` attribute, no aux output; see _EAGER_OP_TYPES), run
         # and recorded by _utils.make_eager_op's fast path. Kept to a dict lookup: at 1x16
         # the whole fwd+bwd is ~130 us, nearly all of it TF's.
-        ctx = _utils.eager_context()
-        if ctx is not None:
-            try:
-                fast = _EAGER_SOFT[(name, regularization, type(regularization_strength),
-                                    regularization_strength, direction)]
-            except (KeyError, TypeError):
-                fast = _eager_soft_op(name, regularization, regularization_strength,
-                                      direction)
-            out = fast(ctx, values)
-            if out is not None:
-                return out
-            # None: an integer input, op callbacks, an error (raised below), or a tape
-            # recording a call too big for the stash (the graph op below, whose aux output
-            # the gradient reuses).
+        out = _utils.run_fast_path(
+            _EAGER_SOFT, (name, regularization, type(regularization_strength),
+                          regularization_strength, direction), _eager_soft_op, values)
+        if out is not None:
+            return out
+        # None: graph mode, an integer input, op callbacks, an error (raised below), or a
+        # tape recording a call too big for the stash (the graph op below, whose aux output
+        # the gradient reuses).
     eager = tf.executing_eagerly()
     if not eager and _utils.in_xla_context():
         from tfsort import _xla  # noqa: PLC0415  (only needed under XLA)
@@ -324,7 +318,9 @@ def _eager_num_aux(num_elements):
 _EAGER_SOFT = _utils.eager_op_cache()
 
 
-def _eager_soft_op(name, regularization, regularization_strength, direction):
+def _eager_soft_op(key):
+    """Builds and caches the fast path for an _EAGER_SOFT key (invalid arguments raise)."""
+    name, regularization, _, regularization_strength, direction = key
     _, eps, _, flags = _soft_config(regularization, regularization_strength, direction)
     grad_type, grad_wrapper = _EAGER_GRADS[name]
     eps_t = _utils.float64_scalar(eps, True)
@@ -332,8 +328,7 @@ def _eager_soft_op(name, regularization, regularization_strength, direction):
         _EAGER_OP_TYPES[name], {"flags": flags}, (eps_t,), grad_type,
         (_utils.COTANGENT, _utils.FROM_X, eps_t), {"flags": flags}, grad_wrapper,
         recording_attrs={"flags": flags | _FLAG_STASH}, max_stash_elements=_STASH_MAX_ELEMENTS)
-    return _utils.remember(_EAGER_SOFT, (name, regularization, type(regularization_strength),
-                                         regularization_strength, direction), op)
+    return _utils.remember(_EAGER_SOFT, key, op)
 
 
 # ---------------------------------------------------------------------------------------

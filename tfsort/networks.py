@@ -319,18 +319,11 @@ def _run(values, network, relaxation, steepness, direction, axis, ranks, return_
             and not return_permutation):
         # An eager call on the last axis: SortingNetwork run and recorded by
         # _utils.make_eager_op's fast path (None: the path below, which also raises).
-        ctx = _utils.eager_context()
-        if ctx is not None:
-            key = (network, relaxation, type(steepness), steepness, direction, ranks,
-                   values._datatype_enum())
-            try:
-                fast = _EAGER_NETS[key]
-            except (KeyError, TypeError):
-                fast = _eager_net_op(key)
-            if fast is not None:
-                out = fast(ctx, values)
-                if out is not None:
-                    return out
+        out = _utils.run_fast_path(
+            _EAGER_NETS, (network, relaxation, type(steepness), steepness, direction, ranks,
+                          values._datatype_enum()), _eager_net_op, values)
+        if out is not None:
+            return out
     values = _utils.convert_values(values)
     network, relaxation, s, desc = _check_args(network, relaxation, steepness, direction)
     axis = _utils.normalize_axis(axis, values.shape.rank)

@@ -88,17 +88,11 @@ def soft_topk(
         # An eager call on the last axis with a Python k: the fused op run and recorded by
         # _utils.make_eager_op's fast path (sigmoid only; None: take the path below, which
         # also raises the errors).
-        ctx = _utils.eager_context()
-        if ctx is not None:
-            try:
-                fast = _EAGER_TOPK[(type(k), k, type(regularization_strength),
-                                    regularization_strength, method)]
-            except (KeyError, TypeError):
-                fast = _eager_topk_op(k, regularization_strength, method)
-            if fast is not None:
-                out = fast(ctx, values)
-                if out is not None:
-                    return out
+        out = _utils.run_fast_path(
+            _EAGER_TOPK, (type(k), k, type(regularization_strength), regularization_strength,
+                          method), _eager_topk_op, values)
+        if out is not None:
+            return out
     values = _utils.convert_values(values)
     method = _utils.check_choice(method, "method", _METHODS)
     eps = _utils.check_strength(regularization_strength)
@@ -133,9 +127,10 @@ def soft_topk(
 _EAGER_TOPK = _utils.eager_op_cache()
 
 
-def _eager_topk_op(k, regularization_strength, method):
-    """Builds (and caches) the fast path for valid arguments; None otherwise (the caller's
-    generic path then raises, or handles method="sparse")."""
+def _eager_topk_op(key):
+    """Builds (and caches) the fast path for an _EAGER_TOPK key with valid arguments; None
+    otherwise (the caller's generic path then raises, or handles method="sparse")."""
+    _, k, _, regularization_strength, method = key
     try:
         method = _utils.check_choice(method, "method", _METHODS)
         eps = _utils.check_strength(regularization_strength)
@@ -149,9 +144,7 @@ def _eager_topk_op(k, regularization_strength, method):
         fast = _utils.make_eager_op(
             "TFSort>SigmoidTopK", {}, (_k_constant(float(k)), eps_t), "TFSort>SigmoidTopKGrad",
             (_utils.COTANGENT, _utils.OUTPUT, eps_t), {}, _raw.tf_sort_sigmoid_top_k_grad)
-    return _utils.remember(
-        _EAGER_TOPK, (type(k), k, type(regularization_strength), regularization_strength,
-                      method), fast)
+    return _utils.remember(_EAGER_TOPK, key, fast)
 
 
 def _check_k(k, x, method):
