@@ -1423,13 +1423,15 @@ def test_corrupt_aux_is_an_error_not_a_crash():
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.float32, tf.float64], ids=["f16", "f32", "f64"])
-@pytest.mark.parametrize("n", [1, 2, 3, 15, 16, 17, 63, 64, 65, 100, 255, 256, 257, 1000, 4095, 4096, 5000])
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 15, 16, 17, 63, 64, 65, 100, 128, 129, 255, 256, 257,
+                               1000, 4095, 4096, 5000])
 @pytest.mark.parametrize("name,descending", [("soft_rank", False), ("soft_rank", True),
                                              ("soft_sort", False), ("soft_sort", True)])
 def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
     """The permutation in the aux output is the stable argsort of the row (ties in index
-    order) around the sort switches (a sorting network up to n = 64, 8-bit radix, 11-bit
-    radix from n = 4096), against NumPy, not the kernel's own sort. Rows mix ties, a wide range of
+    order) around the sort switches (counting ranks for 8 < n <= 128 with AVX2, falling
+    back on ties to a sorting network up to n = 64 or an 8-bit radix sort, 11-bit radix
+    from n = 4096), against NumPy, not the kernel's own sort. Rows mix ties, a wide range of
     magnitudes and an all-tied row."""
     raw = tfsort._ops.ops
     rng = _rng(n)
@@ -1449,14 +1451,20 @@ def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
     np.testing.assert_array_equal(perm, want)
 
 
-def test_every_sorting_network_length_gives_the_stable_argsort():
-    """Rows up to n = 64 sort with a pruned sorting network per length (sort_util.h): every
-    length from 1 to 70, on rows with ties, gives NumPy's stable argsort."""
+def test_every_short_row_length_gives_the_stable_argsort():
+    """Rows up to n = 64 sort with a pruned sorting network per length, and rows of
+    8 < n <= 128 without ties by counting ranks on AVX2 CPUs (sort_util.h): every length from
+    1 to 140, on rows with ties (the fallback), distinct values of both signs and a wide
+    range of magnitudes (the counting path), and monotone rows, gives NumPy's stable
+    argsort."""
     raw = tfsort._ops.ops
     rng = _rng(43)
     eps = tf.constant(1.0, tf.float64)
-    for n in range(1, 71):
+    for n in range(1, 141):
+        # Distinct magnitudes 1..n of both signs (no zero, so no signed-zero question).
+        distinct = (rng.permutation(n) + 1) * rng.choice([-1, 1], size=n)
         x = np.stack([rng.integers(-3, 4, size=n), rng.normal(size=n),
+                      distinct * 10.0 ** rng.integers(-30, 30, size=n),
                       np.arange(n)[::-1], np.arange(n)]).astype(np.float32)
         aux = raw.tf_sort_soft_rank(tf.constant(x), eps, num_aux=1)[1][0].numpy()
         want = np.argsort(-x.astype(np.float64), axis=-1, kind="stable")

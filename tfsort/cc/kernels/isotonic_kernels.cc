@@ -69,20 +69,28 @@ struct RowBuffers : PavBuffers<A> {
   sort_util::ArgsortScratch sort;
 };
 
-// Per-shard scratch of the fused gradient kernels; `row` only without an aux (re-sort).
-template <typename A>
+// Per-shard scratch of the fused gradient kernels; `row`, `out_row` and `aux_row` only
+// without an aux (re-sort).
+template <typename T>
 struct GradBuffers {
+  using A = typename Acc<T>::type;
   void Reserve(int n, bool resort) {
     u.reserve(n);
     s.reserve(n);
     p.reserve(n);
     perm.reserve(n);
     seg.reserve(n);
-    if (resort) row.Reserve(n);
+    if (resort) {
+      row.Reserve(n);
+      out_row.reserve(n);
+      aux_row.reserve(n);
+    }
   }
   Scratch<A> u, s, p;
   Scratch<int32_t> perm, seg;
   RowBuffers<A> row;
+  Scratch<T> out_row;
+  Scratch<int32_t> aux_row;
 };
 
 // Rows up to this length use their thread's cached scratch (ShardScratch); longer ones
@@ -291,7 +299,7 @@ class IsotonicL2GradOp : public OpKernel {
     const int32_t* seg = ctx->input(1).flat<int32_t>().data();
     T* out = out_t->flat<T>().data();
     ForRows(ctx, rs.rows, 6 * static_cast<int64_t>(n) + 50, [&](int64_t begin, int64_t end) {
-      ShardScratch<GradBuffers<A>> buf(n, false);
+      ShardScratch<GradBuffers<T>> buf(n, false);
       for (int64_t r = begin; r < end; ++r) {
         L2GradRow<T, A>(g + r * n, seg + r * n, n, buf->u.data(), out + r * n);
       }
@@ -561,13 +569,56 @@ void EmitSoftRow(int blocks, int n, const SoftAttrs& at, const int32_t* pr,
   }
 }
 
-// isotonic::BlockMean over a fused op's blocks (consecutive ids from 0, as UnpackAux and
-// FillBlocks give them): the identity when every block is one element (up to the sign of
-// a zero), which the loop need not confirm.
-template <typename A>
-inline void SoftBlockMean(const int32_t* seg, int n, A* g) {
-  if (n > 0 && seg[n - 1] == n - 1) return;
-  isotonic::BlockMean(seg, n, g);
+// The L2 VJP of one row straight from its packed aux (one walk over the blocks, no
+// unpacked permutation or block ids): with u the cotangent in sorted order (u_i =
+// g[perm_i], or g_i for the sorted output of soft_sort) and m_B its block means,
+//   soft_rank:             grad[perm_i] = sign / eps * (u_i - m_B)
+//   soft_sort:             grad[perm_i] = m_B
+//   soft_sort, adjoint:    out_i = m_B          (u_i = g[perm_i])
+// A block's sum starts from its first entry, so one-element blocks return u exactly.
+// Returns 1, 0 for a non-finite row (left to the caller), or -1 for an aux index >= n
+// (checked before it is used).
+template <typename T, bool kRank>
+int SoftL2GradRow(const int32_t* aux, const T* g, int n, bool adjoint, int sign,
+                  const Divisor<typename Acc<T>::type>& div, GradBuffers<T>* buf, T* o) {
+  using A = typename Acc<T>::type;
+  if (aux[0] == kInvalidRow) return 0;
+  A* u = buf->u.data();
+  int32_t* perm = buf->perm.data();
+  const bool gather = kRank || adjoint;  // g is indexed by input position
+  for (int b = 0; b < n;) {
+    A sum = 0;
+    int e = b;
+    do {
+      const int32_t p = static_cast<int32_t>(static_cast<uint32_t>(aux[e]) & ~kBlockStart);
+      if (p >= n) return -1;
+      perm[e] = p;
+      u[e] = static_cast<A>(g[gather ? p : e]);
+      sum = e == b ? u[e] : sum + u[e];
+      ++e;
+    } while (e < n && !(static_cast<uint32_t>(aux[e]) & kBlockStart));
+    if (e - b == 1) {  // the common case at small eps, without a division
+      if (kRank) {
+        o[perm[b]] = FromAcc<T>(div(sign * (u[b] - sum)));
+      } else {
+        o[adjoint ? b : perm[b]] = FromAcc<T>(sum);
+      }
+      b = e;
+      continue;
+    }
+    const A mean = sum / static_cast<A>(e - b);
+    for (int i = b; i < e; ++i) {
+      if (kRank) {
+        o[perm[i]] = FromAcc<T>(div(sign * (u[i] - mean)));
+      } else if (!adjoint) {
+        o[perm[i]] = FromAcc<T>(mean);
+      } else {
+        o[i] = FromAcc<T>(mean);
+      }
+    }
+    b = e;
+  }
+  return 1;
 }
 
 template <bool kRank>
@@ -661,7 +712,7 @@ class SoftSortRankGradOp : public OpKernel {
     std::atomic<bool> bad_aux{false};
     const int64_t cost = (aux ? 0 : SortCost(n)) + 40 * static_cast<int64_t>(n) + 100;
     ForRows(ctx, rs.rows, cost, [&](int64_t begin, int64_t end) {
-      ShardScratch<GradBuffers<A>> scratch(n, !aux);
+      ShardScratch<GradBuffers<T>> scratch(n, !aux);
       Scratch<A>& u = scratch->u;
       Scratch<A>& s = scratch->s;
       Scratch<A>& p = scratch->p;
@@ -673,7 +724,22 @@ class SoftSortRankGradOp : public OpKernel {
         const T* gr = g + off;
         T* o = out + off;
         int state;
-        if (aux) {
+        if (!at.kl) {
+          // L2: one walk over the packed aux, re-packed from a new sort when there is none.
+          state = 1;
+          if (!aux) {
+            const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf);
+            if (blocks > 0) {
+              EmitSoftRow<T, kRank>(blocks, n, at, perm.data(), buf, scratch->out_row.data(),
+                                    scratch->aux_row.data());
+            }
+            state = blocks > 0 ? 1 : 0;
+          }
+          if (state == 1) {
+            const int32_t* ar = aux ? aux + off : scratch->aux_row.data();
+            state = SoftL2GradRow<T, kRank>(ar, gr, n, adjoint, sign, div, scratch.get(), o);
+          }
+        } else if (aux) {
           state = UnpackAux(aux + off, n, perm.data(), seg.data());
         } else {
           const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf);
@@ -685,39 +751,27 @@ class SoftSortRankGradOp : public OpKernel {
           for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
           continue;
         }
+        if (!at.kl) continue;  // done above
+        // KL: softmax-weighted blocks (isotonic.h), on the unpacked permutation and ids.
         const int32_t* pr = perm.data();
         const int32_t* sr = seg.data();
         if (kRank) {
-          // u = P g (sorted order); result = sign/eps * P^T M u.
+          // u = P g (sorted order); result = sign/eps * P^T K u.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[pr[i]]);
-          if (at.kl) {
-            for (int i = 0; i < n; ++i) s[i] = div(sign * static_cast<A>(x[off + pr[i]]));
-            isotonic::KLRankVjp(sr, n, s.data(), u.data(), p.data());
-          } else {
-            for (int i = 0; i < n; ++i) p[i] = u[i];
-            SoftBlockMean(sr, n, p.data());
-            for (int i = 0; i < n; ++i) u[i] -= p[i];
-          }
+          for (int i = 0; i < n; ++i) s[i] = div(sign * static_cast<A>(x[off + pr[i]]));
+          isotonic::KLRankVjp(sr, n, s.data(), u.data(), p.data());
           for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(div(sign * u[i]));
         } else if (!adjoint) {
           // grad in sorted order -> gradient w.r.t. values.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[i]);
-          if (at.kl) {
-            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]);
-            isotonic::BlockSoftmaxSpread(sr, n, s.data(), u.data(), u.data());
-          } else {
-            SoftBlockMean(sr, n, u.data());
-          }
+          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]);
+          isotonic::BlockSoftmaxSpread(sr, n, s.data(), u.data(), u.data());
           for (int i = 0; i < n; ++i) o[pr[i]] = FromAcc<T>(u[i]);
         } else {
           // Adjoint: tangent of values -> tangent of the sorted output.
           for (int i = 0; i < n; ++i) u[i] = static_cast<A>(gr[pr[i]]);
-          if (at.kl) {
-            for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]);
-            isotonic::BlockSoftmaxGather(sr, n, s.data(), u.data(), u.data(), p.data());
-          } else {
-            SoftBlockMean(sr, n, u.data());
-          }
+          for (int i = 0; i < n; ++i) s[i] = sign * static_cast<A>(x[off + pr[i]]);
+          isotonic::BlockSoftmaxGather(sr, n, s.data(), u.data(), u.data(), p.data());
           for (int i = 0; i < n; ++i) o[i] = FromAcc<T>(u[i]);
         }
       }
