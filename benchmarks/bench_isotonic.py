@@ -13,7 +13,10 @@ Contenders, timed in one process and one run (medians, benchmarks/timing.py):
 primary comparison (it is how torchsort is used); tfsort's fwd+bwd wrapped in one
 ``tf.function`` is an extra column. The script also measures TF's eager floor (fwd+bwd of
 ``tf.negative`` on a 1x16 tensor, the cheapest op with a registered gradient), so small
-shapes can be compared with what any TF op costs.
+shapes can be compared with what any TF op costs. The eager fwd+bwd and VJP timings of a
+row's contenders and of that floor are interleaved call by call
+(``timing.interleaved_medians_us``): on a shared machine whose speed drifts for minutes, a
+row and the floor it is judged against then see the same periods.
 
 Targets (design.md section 7): soft_rank / soft_sort fwd+bwd faster than torchsort at every
 shape and within 2x of tf.sort alone (or within 1.25x of TF's eager floor where torchsort is
@@ -46,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tfsort  # noqa: E402
-from timing import fmt_us, median_us, ratio, write_json  # noqa: E402
+from timing import fmt_us, interleaved_medians_us, median_us, ratio, write_json  # noqa: E402
 
 try:
     import torch
@@ -226,13 +229,44 @@ def check_close(name, a, b, shape, atol, mask=None):
     return err
 
 
-def time_tf_contender(row, prefix, fn, x, w, min_time):
-    """Eager forward, eager fwd+bwd (sum(out*w)) and tf.function fwd+bwd of one TF fn."""
+def time_tf_contender(row, prefix, fn, x, w, min_time, fwd_bwd=True):
+    """Eager forward, eager fwd+bwd (sum(out*w); unless the caller times it interleaved)
+    and tf.function fwd+bwd of one TF fn."""
     row[f"{prefix}_fwd_us"] = time_or_none(tf_fwd, fn, x, min_time=min_time)
-    row[f"{prefix}_fwd_bwd_us"] = time_or_none(tf_fwd_bwd, fn, x, w, min_time=min_time)
+    if fwd_bwd:
+        row[f"{prefix}_fwd_bwd_us"] = time_or_none(tf_fwd_bwd, fn, x, w, min_time=min_time)
     row[f"{prefix}_tf_function_fwd_bwd_us"] = time_or_none(
         tf_function_fwd_bwd, fn, x, w, min_time=min_time
     )
+
+
+def floor_inputs():
+    """The 1x16 input and cotangent of TF's eager floor (tf.negative)."""
+    x = tf.constant(np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32))
+    w = tf.constant(np.random.default_rng(2).standard_normal((1, 16)).astype(np.float32))
+    return x, w
+
+
+def time_paired(row, contenders, min_time):
+    """Times the eager fwd+bwd (sum(out*w)) and VJP forms of each contender interleaved call
+    by call with TF's floor in the same form (timing.interleaved_medians_us), so a cell and
+    the floor it is judged against see the same machine. contenders: {prefix: (sum-form
+    callable, VJP-form callable)}, None for a missing peer. Writes {prefix}_fwd_bwd_us,
+    {prefix}_vjp_us, floor_fwd_bwd_us and floor_vjp_us."""
+    fx, fw = floor_inputs()
+    floors = {"fwd_bwd": tf_fwd_bwd(tf.negative, fx, fw), "vjp": tf_vjp(tf.negative, fx, fw)}
+    for form, k in (("fwd_bwd", 0), ("vjp", 1)):
+        names = [p for p, fns in contenders.items() if fns is not None]
+        fns = [contenders[p][k] for p in names] + [floors[form]]
+        try:
+            medians = interleaved_medians_us(fns, min_time=min_time)
+        except Exception as e:  # noqa: BLE001  (time them one by one; a failure shows as None)
+            print(f"    interleaved timing failed ({type(e).__name__}: {e}); timing separately",
+                  file=sys.stderr)
+            medians = [time_or_none(lambda f=f: f, min_time=min_time) for f in fns]
+        for p in contenders:
+            row[f"{p}_{form}_us"] = medians[names.index(p)] if p in names else None
+        row[f"floor_{form}_us"] = medians[-1]
 
 
 def bench_soft(op_name, shape, min_time, rng):
@@ -245,13 +279,13 @@ def bench_soft(op_name, shape, min_time, rng):
     xs, ws = [tf.constant(v) for v in xs_np], [tf.constant(v) for v in ws_np]
     row = {"op": op_name, "batch": b, "n": n, "inputs": len(xs)}
 
-    time_tf_contender(row, "tfsort", tf_fn, xs, ws, min_time)
+    time_tf_contender(row, "tfsort", tf_fn, xs, ws, min_time, fwd_bwd=False)
     # tf.sort's registered gradient (TopKV2's) is ~40 small eager ops; inside a tf.function
     # it is one graph, the fairer floor where the kernel, not dispatch, matters.
     time_tf_contender(row, "tf_sort", tf_sort_asc, xs, ws, min_time)
 
-    row["tfsort_vjp_us"] = time_or_none(tf_vjp, tf_fn, xs, ws, min_time=min_time)
-    row["torchsort_fwd_us"] = row["torchsort_fwd_bwd_us"] = row["torchsort_vjp_us"] = None
+    contenders = {"tfsort": (tf_fwd_bwd(tf_fn, xs, ws), tf_vjp(tf_fn, xs, ws)), "torchsort": None}
+    row["torchsort_fwd_us"] = None
     if torchsort is not None:
         t_fn = getattr(torchsort, torch_name)
         xts = [torch.from_numpy(v.copy()) for v in xs_np]
@@ -259,10 +293,9 @@ def bench_soft(op_name, shape, min_time, rng):
         xgs = [v.clone().requires_grad_(True) for v in xts]
         xt, wt, xg = xts[0], wts[0], xgs[0]
         row["torchsort_fwd_us"] = time_or_none(torch_fwd, t_fn, xts, min_time=min_time)
-        row["torchsort_fwd_bwd_us"] = time_or_none(
-            torch_fwd_bwd, t_fn, xgs, wts, min_time=min_time
-        )
-        row["torchsort_vjp_us"] = time_or_none(torch_vjp, t_fn, xgs, wts, min_time=min_time)
+        contenders["torchsort"] = (torch_fwd_bwd(t_fn, xgs, wts), torch_vjp(t_fn, xgs, wts))
+    time_paired(row, contenders, min_time)
+    if torchsort is not None:
         # Same math, same numbers (values and gradients), or the comparison means nothing.
         row["max_abs_diff_vs_torchsort"] = check_close(
             op_name, tf_fn(x).numpy(), t_fn(xt).numpy(), shape, atol=1e-3 * max(1, n / 128)
@@ -288,11 +321,14 @@ def bench_isotonic(shape, min_time, rng):
         lambda s: rng.standard_normal(s).astype(np.float32), shape)]
     y, w = ys[0], ws[0]
     row = {"op": "isotonic_regression", "batch": b, "n": n, "inputs": len(ys)}
-    time_tf_contender(row, "tfsort", tfsort_isotonic, ys, ws, min_time)
-    time_tf_contender(row, "tf_nn", tf_nn_isotonic, ys, ws, min_time)
-    # Without the shared mul/sum loss ops (~300 us of each eager fwd+bwd at batch 1).
-    row["tfsort_vjp_us"] = time_or_none(tf_vjp, tfsort_isotonic, ys, ws, min_time=min_time)
-    row["tf_nn_vjp_us"] = time_or_none(tf_vjp, tf_nn_isotonic, ys, ws, min_time=min_time)
+    time_tf_contender(row, "tfsort", tfsort_isotonic, ys, ws, min_time, fwd_bwd=False)
+    time_tf_contender(row, "tf_nn", tf_nn_isotonic, ys, ws, min_time, fwd_bwd=False)
+    # Both forms: the VJP form leaves out the shared mul/sum loss ops (~300 us of each
+    # eager fwd+bwd at batch 1).
+    time_paired(row, {
+        "tfsort": (tf_fwd_bwd(tfsort_isotonic, ys, ws), tf_vjp(tfsort_isotonic, ys, ws)),
+        "tf_nn": (tf_fwd_bwd(tf_nn_isotonic, ys, ws), tf_vjp(tf_nn_isotonic, ys, ws)),
+    }, min_time)
     row["max_abs_diff_vs_tf_nn"] = check_close(
         "isotonic_regression", tfsort_isotonic(y).numpy(), tf_nn_isotonic(y).numpy(), shape, 1e-4
     )
@@ -341,9 +377,10 @@ def soft_table(rows, op_name, floor_us):
     lines = [
         f"\n### {op_name} (L2, eps=1, float32, eager unless noted)\n",
         "| shape | tfsort fwd | torchsort fwd | tfsort fwd+bwd | torchsort fwd+bwd "
-        "| torchsort/tfsort | tf.sort fwd+bwd | tfsort/tf.sort | tfsort fwd+bwd tf.function "
-        "| tf.sort fwd+bwd tf.function | tfsort/tf.sort tf.function | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| torchsort/tfsort | TF floor | tfsort/floor | tf.sort fwd+bwd | tfsort/tf.sort "
+        "| tfsort fwd+bwd tf.function | tf.sort fwd+bwd tf.function "
+        "| tfsort/tf.sort tf.function | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["op"] != op_name:
@@ -353,6 +390,8 @@ def soft_table(rows, op_name, floor_us):
             f"| {fmt_us(r['torchsort_fwd_us'])} | {fmt_us(r['tfsort_fwd_bwd_us'])} "
             f"| {fmt_us(r['torchsort_fwd_bwd_us'])} "
             f"| {ratio(r['torchsort_fwd_bwd_us'], r['tfsort_fwd_bwd_us'])} "
+            f"| {fmt_us(r.get('floor_fwd_bwd_us') or floor_us)} "
+            f"| {ratio(r['tfsort_fwd_bwd_us'], r.get('floor_fwd_bwd_us') or floor_us)} "
             f"| {fmt_us(r['tf_sort_fwd_bwd_us'])} "
             f"| {ratio(r['tfsort_fwd_bwd_us'], r['tf_sort_fwd_bwd_us'])} "
             f"| {fmt_us(r['tfsort_tf_function_fwd_bwd_us'])} "
@@ -367,9 +406,10 @@ def vjp_table(rows, ops, floor_bare_us):
     lines = [
         "\n### The same gradients as a direct VJP (eager; TF: tape.gradient(out, x, "
         "output_gradients=w), torch: out.backward(w)): no mul/sum ops, so TF's loss overhead "
-        f"drops out. TF floor in this form: {floor_bare_us:.0f} us\n",
-        "| op | shape | tfsort vjp | torchsort vjp | torchsort/tfsort | tfsort/floor | target |",
-        "|---|---|---|---|---|---|---|",
+        "drops out. TF floor: tf.negative 1x16 in this form, timed interleaved with the row\n",
+        "| op | shape | tfsort vjp | torchsort vjp | torchsort/tfsort | TF floor | tfsort/floor "
+        "| target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["op"] not in ops or "tfsort_vjp_us" not in r:
@@ -378,7 +418,8 @@ def vjp_table(rows, ops, floor_bare_us):
             f"| {r['op']} | {r['batch']}x{r['n']} | {fmt_us(r['tfsort_vjp_us'])} "
             f"| {fmt_us(r['torchsort_vjp_us'])} "
             f"| {ratio(r['torchsort_vjp_us'], r['tfsort_vjp_us'])} "
-            f"| {ratio(r['tfsort_vjp_us'], floor_bare_us)} "
+            f"| {fmt_us(r.get('floor_vjp_us') or floor_bare_us)} "
+            f"| {ratio(r['tfsort_vjp_us'], r.get('floor_vjp_us') or floor_bare_us)} "
             f"| {vjp_verdict(r, floor_bare_us)} |"
         )
     return "\n".join(lines)
@@ -386,7 +427,8 @@ def vjp_table(rows, ops, floor_bare_us):
 
 def vjp_verdict(r, floor_us):
     """design.md section 7 in the VJP form: beat torchsort, or stay within 1.25x of TF's
-    floor where torchsort is below it."""
+    floor where torchsort is below it (the floor timed alongside the row when there is one)."""
+    floor_us = r.get("floor_vjp_us") or floor_us
     t, ts = r.get("tfsort_vjp_us"), r.get("torchsort_vjp_us")
     if t is None or ts is None:
         return "-"
@@ -396,7 +438,9 @@ def vjp_verdict(r, floor_us):
 
 
 def soft_verdict(r, floor_us):
-    """design.md section 7, for one row: 'ok' or what is missed."""
+    """design.md section 7, for one row: 'ok' or what is missed (against the floor timed
+    alongside the row when there is one)."""
+    floor_us = r.get("floor_fwd_bwd_us") or floor_us
     t, ts, srt = r["tfsort_fwd_bwd_us"], r["torchsort_fwd_bwd_us"], r["tf_sort_fwd_bwd_us"]
     if t is None:
         return "-"
@@ -442,8 +486,9 @@ def isotonic_table(rows, floor_us, floor_bare_us):
         if r["op"] != "isotonic_regression":
             continue
         t, nn = r["tfsort_fwd_bwd_us"], r["tf_nn_fwd_bwd_us"]
-        vjp_ok = five_x(r.get("tfsort_vjp_us"), r.get("tf_nn_vjp_us"), floor_bare_us)
-        ok = f"sum: {five_x(t, nn, floor_us)}, vjp: {vjp_ok}"
+        vjp_ok = five_x(r.get("tfsort_vjp_us"), r.get("tf_nn_vjp_us"),
+                        r.get("floor_vjp_us") or floor_bare_us)
+        ok = f"sum: {five_x(t, nn, r.get('floor_fwd_bwd_us') or floor_us)}, vjp: {vjp_ok}"
         lines.append(
             f"| {r['batch']}x{r['n']} | {fmt_us(r['tfsort_fwd_us'])} | {fmt_us(r['tf_nn_fwd_us'])} "
             f"| {fmt_us(t)} | {fmt_us(nn)} | {ratio(nn, t)} "
@@ -710,10 +755,11 @@ def main(argv=None):
     print(f"(measured in {time.perf_counter() - start:.0f} s)")
     print(
         f"TF eager floor (1x16 tf.negative): fwd {floor['floor_negative_fwd_us']:.0f} us, "
-        f"fwd+bwd with sum(out*w) {floor['floor_negative_fwd_bwd_us']:.0f} us (as in the "
-        f"tables), fwd+bwd with output_gradients {floor['floor_negative_bare_fwd_bwd_us']:.0f} us; "
+        f"fwd+bwd with sum(out*w) {floor['floor_negative_fwd_bwd_us']:.0f} us, "
+        f"fwd+bwd with output_gradients {floor['floor_negative_bare_fwd_bwd_us']:.0f} us; "
         f"for context TF's tf.math.cumsum fwd+bwd with output_gradients "
-        f"{floor['tf_cumsum_bare_fwd_bwd_us']:.0f} us"
+        f"{floor['tf_cumsum_bare_fwd_bwd_us']:.0f} us. The tables judge each row against "
+        f"the floor timed interleaved with it (its TF floor column)."
     )
     floor_us = floor["floor_negative_fwd_bwd_us"]
 

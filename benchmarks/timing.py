@@ -26,6 +26,35 @@ def median_us(fn, min_time=0.2, min_reps=5, max_reps=2000, warmup=2):
     return statistics.median(times) * 1e6
 
 
+def interleaved_medians_us(fns, min_time=0.2, block_time=0.04, block_warmup=2, max_reps=2000):
+    """Median wall time (us) of each fn, timed in alternating blocks: f0 for block_time,
+    f1 for block_time, ..., f0 again, until each has had min_time.
+
+    On a shared machine whose speed drifts over seconds, timing one contender after another
+    compares different periods; alternating blocks makes every contender see the same
+    ones, so their ratios hold even where the absolute numbers do not. Blocks rather than
+    single calls, and the first block_warmup calls of each block left out: switching
+    workloads call by call costs each call cache and branch-predictor misses (measured
+    here: up to 1.6x on TF's 1x16 floor next to torch calls), which would distort the very
+    ratios being measured."""
+    times = [[] for _ in fns]
+    spent = [0.0 for _ in fns]
+    while min(spent) < min_time and min(len(t) for t in times) < max_reps:
+        for fn, ts, i in zip(fns, times, range(len(fns))):
+            for _ in range(block_warmup):
+                fn()
+            start = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                fn()
+                t1 = time.perf_counter()
+                ts.append(t1 - t0)
+                if t1 - start >= block_time:
+                    break
+            spent[i] += time.perf_counter() - start
+    return [statistics.median(ts) * 1e6 for ts in times]
+
+
 def fmt_us(us):
     if us is None:
         return "-"
