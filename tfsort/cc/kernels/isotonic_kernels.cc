@@ -586,27 +586,24 @@ int SoftL2GradRow(const int32_t* aux, const T* g, int n, bool adjoint, int sign,
   A* u = buf->u.data();
   int32_t* perm = buf->perm.data();
   const bool gather = kRank || adjoint;  // g is indexed by input position
+  // Unpacks position i into perm and u; false for an index outside the row.
+  auto take = [&](int i) {
+    const int32_t p = static_cast<int32_t>(static_cast<uint32_t>(aux[i]) & ~kBlockStart);
+    if (p >= n) return false;
+    perm[i] = p;
+    u[i] = static_cast<A>(g[gather ? p : i]);
+    return true;
+  };
   for (int b = 0; b < n;) {
-    A sum = 0;
-    int e = b;
-    do {
-      const int32_t p = static_cast<int32_t>(static_cast<uint32_t>(aux[e]) & ~kBlockStart);
-      if (p >= n) return -1;
-      perm[e] = p;
-      u[e] = static_cast<A>(g[gather ? p : e]);
-      sum = e == b ? u[e] : sum + u[e];
-      ++e;
-    } while (e < n && !(static_cast<uint32_t>(aux[e]) & kBlockStart));
-    if (e - b == 1) {  // the common case at small eps, without a division
-      if (kRank) {
-        o[perm[b]] = FromAcc<T>(div(sign * (u[b] - sum)));
-      } else {
-        o[adjoint ? b : perm[b]] = FromAcc<T>(sum);
-      }
-      b = e;
-      continue;
+    if (!take(b)) return -1;
+    A sum = u[b];
+    int e = b + 1;
+    for (; e < n && !(static_cast<uint32_t>(aux[e]) & kBlockStart); ++e) {
+      if (!take(e)) return -1;
+      sum += u[e];
     }
-    const A mean = sum / static_cast<A>(e - b);
+    // One-element blocks (the common case at small eps) skip the division.
+    const A mean = e - b == 1 ? sum : sum / static_cast<A>(e - b);
     for (int i = b; i < e; ++i) {
       if (kRank) {
         o[perm[i]] = FromAcc<T>(div(sign * (u[i] - mean)));
@@ -723,23 +720,30 @@ class SoftSortRankGradOp : public OpKernel {
         const int64_t off = r * n;
         const T* gr = g + off;
         T* o = out + off;
-        int state;
+        // A non-finite row (state 0) gets NaN; a corrupt aux (state -1) fails the op.
+        auto nan_row = [&](int state) {
+          if (state < 0) bad_aux = true;
+          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
+        };
         if (!at.kl) {
           // L2: one walk over the packed aux, re-packed from a new sort when there is none.
-          state = 1;
+          const int32_t* ar = aux ? aux + off : scratch->aux_row.data();
           if (!aux) {
             const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf);
-            if (blocks > 0) {
-              EmitSoftRow<T, kRank>(blocks, n, at, perm.data(), buf, scratch->out_row.data(),
-                                    scratch->aux_row.data());
+            if (blocks == 0) {
+              nan_row(0);
+              continue;
             }
-            state = blocks > 0 ? 1 : 0;
+            EmitSoftRow<T, kRank>(blocks, n, at, perm.data(), buf, scratch->out_row.data(),
+                                  scratch->aux_row.data());
           }
-          if (state == 1) {
-            const int32_t* ar = aux ? aux + off : scratch->aux_row.data();
-            state = SoftL2GradRow<T, kRank>(ar, gr, n, adjoint, sign, div, scratch.get(), o);
-          }
-        } else if (aux) {
+          const int state = SoftL2GradRow<T, kRank>(ar, gr, n, adjoint, sign, div,
+                                                    scratch.get(), o);
+          if (state != 1) nan_row(state);
+          continue;
+        }
+        int state;
+        if (aux) {
           state = UnpackAux(aux + off, n, perm.data(), seg.data());
         } else {
           const int blocks = SoftRowBlocks<T, kRank>(x + off, n, at, div, perm.data(), buf);
@@ -747,11 +751,9 @@ class SoftSortRankGradOp : public OpKernel {
           state = blocks > 0 ? 1 : 0;
         }
         if (state != 1) {
-          if (state < 0) bad_aux = true;
-          for (int i = 0; i < n; ++i) o[i] = static_cast<T>(NAN);
+          nan_row(state);
           continue;
         }
-        if (!at.kl) continue;  // done above
         // KL: softmax-weighted blocks (isotonic.h), on the unpacked permutation and ids.
         const int32_t* pr = perm.data();
         const int32_t* sr = seg.data();
