@@ -1451,12 +1451,13 @@ def test_fused_sort_order_is_a_stable_argsort(name, descending, n, dtype):
     np.testing.assert_array_equal(perm, want)
 
 
-def test_every_short_row_length_gives_the_stable_argsort():
-    """Rows up to n = 64 sort with a pruned sorting network per length, and rows of
-    8 < n <= 128 without ties by counting ranks on AVX2 CPUs (sort_util.h): every length from
-    1 to 140, on rows with ties (the fallback), distinct values of both signs and a wide
-    range of magnitudes (the counting path), and monotone rows, gives NumPy's stable
-    argsort."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_every_short_row_length_gives_the_stable_argsort(dtype):
+    """Rows of 8 < n <= 128 without ties sort by counting ranks on AVX2 CPUs, the others
+    with a pruned sorting network per length up to n = 64 (float32 keys), a radix sort
+    above, or std::sort (float64 keys) (sort_util.h). Every length from 1 to 140, on rows
+    with ties (the fallback), distinct values of both signs over 60 decades (the counting
+    path) and monotone rows, gives NumPy's stable argsort."""
     raw = tfsort._ops.ops
     rng = _rng(43)
     eps = tf.constant(1.0, tf.float64)
@@ -1465,7 +1466,7 @@ def test_every_short_row_length_gives_the_stable_argsort():
         distinct = (rng.permutation(n) + 1) * rng.choice([-1, 1], size=n)
         x = np.stack([rng.integers(-3, 4, size=n), rng.normal(size=n),
                       distinct * 10.0 ** rng.integers(-30, 30, size=n),
-                      np.arange(n)[::-1], np.arange(n)]).astype(np.float32)
+                      np.arange(n)[::-1], np.arange(n)]).astype(dtype)
         aux = raw.tf_sort_soft_rank(tf.constant(x), eps, num_aux=1)[1][0].numpy()
         want = np.argsort(-x.astype(np.float64), axis=-1, kind="stable")
         np.testing.assert_array_equal(aux & 0x7FFFFFFF, want, err_msg=f"n={n}")

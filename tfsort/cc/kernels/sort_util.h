@@ -1,12 +1,13 @@
-// Row argsort for the fused CPU kernels: order-preserving integer keys, packed with their
-// index into one 64-bit word, sorted by a sorting network (short rows) or an LSD radix sort
-// (longer rows); 64-bit keys use std::sort. Ties keep index order, so results are
-// deterministic. No TensorFlow types.
+// Row argsort for the fused CPU kernels: order-preserving integer keys, ranked by counting
+// (rows of 8 < n <= kCountingMax without ties, on x86-64 CPUs with AVX2), else packed with
+// their index into one 64-bit word and sorted by a sorting network (short rows) or an LSD
+// radix sort (longer rows); 64-bit keys use std::sort there. Ties keep index order, so
+// results are deterministic. No TensorFlow types.
 //
-// Complexity, 32-bit keys: O(n^2 / 8) vector compares for 8 < n <= kCountingMax on x86-64
-// CPUs with AVX2 (counting ranks, below), else O(n log^2 n) branch-free compare-exchanges
-// for n <= kNetworkMax, O(n) above (four 8-bit passes, or three 11-bit ones from n = kRadix11Min; a pass is
-// skipped when one bucket holds every key). 64-bit keys: O(n log n).
+// Complexity: O(n^2 / 8) (32-bit keys) or O(n^2 / 4) (64-bit) vector compares when
+// counting; else, 32-bit keys: O(n log^2 n) branch-free compare-exchanges for n <=
+// kNetworkMax, O(n) above (four 8-bit passes, or three 11-bit ones from n = kRadix11Min; a
+// pass is skipped when one bucket holds every key); 64-bit keys: O(n log n).
 // Measured on random float rows (distinct rows, so the branch predictor cannot learn them):
 // std::sort of packed words costs 9 ns per element at n = 16 and 20 ns at n = 128, against
 // 3.7 ns for the network at n = 16 and 7 ns for the radix sort at n = 128.
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -163,12 +165,14 @@ inline void NetworkSortPacked(uint64_t* a, int n) {
   }
 }
 
-// Short float rows on x86-64 CPUs with AVX2: ranks by counting instead of sorting. Each
-// key is compared with every other in 8-lane vectors (n^2 / 8 compare-and-adds, no
-// data-dependent branch), and each index is written to its rank. Measured on fresh random
-// rows, whole ArgsortDescending calls (session 7): 48 against 65 ns per row at n = 16, 83
-// against 166 at n = 32, 167 against 426 at n = 64 and 468 against 900 (the radix sort)
-// at n = 128; the network stays up to n = 8, where it is as fast. Tied keys get one rank;
+// Short rows on x86-64 CPUs with AVX2: ranks by counting instead of sorting. Each key is
+// compared with every other in 256-bit vectors (8 float or 4 double keys; n^2 / 8 or
+// n^2 / 4 compare-and-adds, no data-dependent branch), and each index is written to its
+// rank. Measured on fresh random rows, whole ArgsortDescending calls (session 7), float:
+// 48 against 65 ns per row at n = 16, 83 against 166 at n = 32, 167 against 426 at n = 64
+// and 468 against 900 (the radix sort) at n = 128; the network stays up to n = 8, where it
+// is as fast. double (against std::sort): 84 against 230 ns at n = 16, 180 against 853 at
+// n = 32, 664 against 1585 at n = 64, 945 against 3567 at n = 128. Tied keys get one rank;
 // CountingArgsort then reports failure and the caller sorts the row as before, so ties
 // keep index order either way.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -179,55 +183,78 @@ constexpr int kCountingMax = 128;
 namespace internal {
 
 typedef int32_t V8i __attribute__((vector_size(32)));
+typedef int64_t V4l __attribute__((vector_size(32)));
 
-// rank[8 * v0 ..) <- -(the number of keys[0..n) below each key) for kChunk vectors of keys
-// starting at vector v0 (kept in registers while every key is broadcast against them).
-template <int kChunk>
-__attribute__((target("avx2"))) inline void CountBelow(const int32_t* key, int n, int v0,
-                                                       int32_t* rank) {
-  V8i k[kChunk], r[kChunk];
+// The integer key and vector of a float type: 8 lanes of 32 bits, or 4 of 64.
+template <typename F>
+struct CountingKeys;
+template <>
+struct CountingKeys<float> {
+  using Int = int32_t;
+  using Vec = V8i;
+};
+template <>
+struct CountingKeys<double> {
+  using Int = int64_t;
+  using Vec = V4l;
+};
+
+// rank[kLanes * v0 ..) <- -(the number of keys[0..n) below each key) for kChunk vectors of
+// keys starting at vector v0 (kept in registers while every key is broadcast against them).
+template <int kChunk, typename Int, typename Vec>
+__attribute__((target("avx2"))) inline void CountBelow(const Int* key, int n, int v0, Int* rank) {
+  constexpr int kLanes = sizeof(Vec) / sizeof(Int);
+  Vec k[kChunk], r[kChunk];
   for (int v = 0; v < kChunk; ++v) {
-    std::memcpy(&k[v], key + 8 * (v0 + v), sizeof(V8i));
-    r[v] = V8i{};
+    std::memcpy(&k[v], key + kLanes * (v0 + v), sizeof(Vec));
+    r[v] = Vec{};
   }
   for (int j = 0; j < n; ++j) {
-    const V8i b = V8i{} + key[j];
+    const Vec b = Vec{} + key[j];
     for (int v = 0; v < kChunk; ++v) r[v] += k[v] > b;  // true is -1
   }
-  for (int v = 0; v < kChunk; ++v) std::memcpy(rank + 8 * (v0 + v), &r[v], sizeof(V8i));
+  for (int v = 0; v < kChunk; ++v) std::memcpy(rank + kLanes * (v0 + v), &r[v], sizeof(Vec));
 }
 
 // perm <- the ascending order of AscendingKey(x) (of -x when negate) for n <= kCountingMax
-// values, x padded to a multiple of 8. Returns false when two keys tie.
-__attribute__((target("avx2"))) inline bool CountingArgsort(const float* x, int n,
-                                                            bool negate, int32_t* perm) {
-  // AscendingKey as a signed integer (AscendingKey(f) ^ 0x80000000): a float's bits, with
-  // every bit but the sign flipped for negative values.
-  const V8i flip = V8i{} + (negate ? INT32_MIN : 0);
-  const V8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  const int vectors = (n + 7) / 8;
-  alignas(32) int32_t key[kCountingMax];
-  alignas(32) int32_t rank[kCountingMax];
+// values of a float type F, x padded to a whole number of vectors. Returns false when two
+// keys tie.
+template <typename F>
+__attribute__((target("avx2"))) inline bool CountingArgsort(const F* x, int n, bool negate,
+                                                            int32_t* perm) {
+  using Int = typename CountingKeys<F>::Int;
+  using Vec = typename CountingKeys<F>::Vec;
+  constexpr int kLanes = sizeof(Vec) / sizeof(Int);
+  constexpr Int kMin = std::numeric_limits<Int>::min();
+  constexpr Int kMax = std::numeric_limits<Int>::max();
+  // AscendingKey as a signed integer (AscendingKey(f) with the top bit flipped): a float's
+  // bits, with every bit but the sign flipped for negative values.
+  const Vec flip = Vec{} + (negate ? kMin : Int{0});
+  Vec lane;
+  for (int l = 0; l < kLanes; ++l) lane[l] = l;
+  const int vectors = (n + kLanes - 1) / kLanes;
+  alignas(32) Int key[kCountingMax];
+  alignas(32) Int rank[kCountingMax];
   for (int v = 0; v < vectors; ++v) {
-    V8i u;
-    std::memcpy(&u, x + 8 * v, sizeof(u));
+    Vec u;
+    std::memcpy(&u, x + kLanes * v, sizeof(u));
     u ^= flip;
-    u ^= (u >> 31) & INT32_MAX;
+    u ^= (u < Vec{}) & kMax;  // a comparison is all ones where true
     // Padding ranks after every real key, and only the n real keys are counted.
-    u = (lane + 8 * v < n) ? u : INT32_MAX;
-    std::memcpy(key + 8 * v, &u, sizeof(u));
+    u = (lane + kLanes * v < n) ? u : kMax;
+    std::memcpy(key + kLanes * v, &u, sizeof(u));
   }
   int v = 0;
-  for (; v + 4 <= vectors; v += 4) CountBelow<4>(key, n, v, rank);
+  for (; v + 4 <= vectors; v += 4) CountBelow<4, Int, Vec>(key, n, v, rank);
   switch (vectors - v) {
-    case 3: CountBelow<3>(key, n, v, rank); break;
-    case 2: CountBelow<2>(key, n, v, rank); break;
-    case 1: CountBelow<1>(key, n, v, rank); break;
+    case 3: CountBelow<3, Int, Vec>(key, n, v, rank); break;
+    case 2: CountBelow<2, Int, Vec>(key, n, v, rank); break;
+    case 1: CountBelow<1, Int, Vec>(key, n, v, rank); break;
     default: break;
   }
   uint64_t seen[kCountingMax / 64] = {};
   for (int i = 0; i < n; ++i) {
-    const int q = -rank[i];
+    const int q = static_cast<int>(-rank[i]);
     perm[q] = i;
     seen[q >> 6] |= uint64_t{1} << (q & 63);
   }
@@ -251,15 +278,15 @@ inline bool HasAvx2() {
 template <typename Key, typename Load>
 void ArgsortDescending(Load load, int n, int sign, int32_t* perm, ArgsortScratch* s) {
   // Descending order of sign * x == ascending order of AscendingKey(-sign * x).
-  if constexpr (sizeof(Key) == 4) {
 #ifdef TFSORT_COUNTING_ARGSORT
-    if (n > kCountingMin && n <= kCountingMax && internal::HasAvx2()) {
-      alignas(32) float x[kCountingMax];
-      for (int i = 0; i < n; ++i) x[i] = static_cast<float>(load(i));
-      for (int i = n; i < ((n + 7) & ~7); ++i) x[i] = 0.0f;
-      if (internal::CountingArgsort(x, n, sign > 0, perm)) return;
-    }
+  if (n > kCountingMin && n <= kCountingMax && internal::HasAvx2()) {
+    alignas(32) Key x[kCountingMax];
+    for (int i = 0; i < n; ++i) x[i] = static_cast<Key>(load(i));
+    for (int i = n; i < ((n + 7) & ~7); ++i) x[i] = Key{0};
+    if (internal::CountingArgsort<Key>(x, n, sign > 0, perm)) return;
+  }
 #endif
+  if constexpr (sizeof(Key) == 4) {
     s->a.reserve(n);
     s->b.reserve(n);
     uint64_t* w = s->a.data();
