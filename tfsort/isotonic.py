@@ -92,15 +92,14 @@ _ISOTONIC_L2_OPS = _utils.eager_op_cache()
 
 
 def _isotonic_l2_op(flags):
-    op = _ISOTONIC_L2_OPS.get(flags)
-    if op is None:
-        op = _ISOTONIC_L2_OPS[flags] = _utils.make_eager_op(
-            "TFSort>IsotonicL2Eager", {"flags": flags}, (), "TFSort>IsotonicL2EagerGrad",
-            (_utils.COTANGENT, _utils.FROM_X), {"flags": flags},
-            _raw.tf_sort_isotonic_l2_eager_grad,
-            recording_attrs={"flags": flags | _FLAG_STASH},
-            max_stash_elements=_STASH_MAX_ELEMENTS)
-    return op
+    """Builds and caches the fast path for an _ISOTONIC_L2_OPS key (the op's flags)."""
+    op = _utils.make_eager_op(
+        "TFSort>IsotonicL2Eager", {"flags": flags}, (), "TFSort>IsotonicL2EagerGrad",
+        (_utils.COTANGENT, _utils.FROM_X), {"flags": flags},
+        _raw.tf_sort_isotonic_l2_eager_grad,
+        recording_attrs={"flags": flags | _FLAG_STASH},
+        max_stash_elements=_STASH_MAX_ELEMENTS)
+    return _utils.remember(_ISOTONIC_L2_OPS, flags, op)
 
 
 def _last_axis_call(values, axis, fn):
@@ -202,15 +201,14 @@ def isotonic_regression(y, w=None, regularization="l2", decreasing=True, axis=-1
       >>> tfsort.isotonic_regression([[1., 3., 2., 4.]], decreasing=False).numpy()
       array([[1. , 2.5, 2.5, 4. ]], dtype=float32)
     """
-    ctx = _utils.eager_context()
-    if (ctx is not None and w is None and type(regularization) is str
-            and regularization in _L2_NAMES
+    if (w is None and type(regularization) is str and regularization in _L2_NAMES
             and type(decreasing) is bool and type(axis) is int and axis == -1
             and _utils.is_eager_float(y)):
         # Eager L2 on the last axis: the eager-only op (no segments output; see
         # _EAGER_OP_TYPES), run and recorded by _utils.make_eager_op's fast path. None: see
         # _soft.
-        out = _isotonic_l2_op(0 if decreasing else _FLAG_INCREASING)(ctx, y)
+        out = _utils.run_fast_path(_ISOTONIC_L2_OPS, 0 if decreasing else _FLAG_INCREASING,
+                                   _isotonic_l2_op, y)
         if out is not None:
             return out
     if not tf.executing_eagerly() and _utils.in_xla_context():
